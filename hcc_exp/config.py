@@ -1,0 +1,336 @@
+"""Typed configuration of an experiment, loaded once from ``params.yaml``.
+
+Every command, the DVC pipeline and every sweep trial build one
+:class:`ExperimentConfig` and pass its sections down; no function reads a global
+dict. Overrides use dotted keys (``--set optim.lr=3e-4``, sweep parameters),
+and an unknown key is refused with the list of valid keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hcc_exp.errors import ConfigError
+
+PHASES: tuple[str, ...] = ("arterial", "portal", "delayed")
+"""The three contrast phases, in the channel order of every preprocessed array."""
+
+RoiStrategy = Literal["full", "tumour", "tumour_margin", "liver", "none"]
+LossWeighting = Literal["dwa", "static", "uncertainty"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the cohort and the preprocessed cache live (paths relative to the project root)."""
+
+    cohort_dir: Path = Path("data/raw")
+    cache_dir: Path = Path("data/preprocessed")
+
+
+class SynthConfig(_Section):
+    """The embedded synthetic cohort written by ``hcc-exp synth``."""
+
+    patients: int = Field(64, ge=6)
+    seed: int = 7
+
+
+class PreprocessConfig(_Section):
+    """The paper's preprocessing recipe (Methods, Imaging annotation and preprocessing).
+
+    Attributes:
+        spacing_mm: target voxel spacing (z, y, x) in mm; the paper uses 1 mm isotropic.
+        image_interpolator: SimpleITK interpolator for CT (masks always use nearest neighbour).
+        clip_percentiles: lower and upper intensity percentiles (paper: 2.5 / 97.5) clipped
+            before min-max scaling to [0, 1]; computed inside the liver when ``clip_within_liver``.
+        margin_mm: width of the peritumoral band centred on the tumour boundary
+            (paper: 4 mm = 2 mm inside + 2 mm outside), clipped to the liver.
+        crop_size_vox: fixed (z, y, x) box in voxels centred on the tumour centroid.
+        dtype: storage type of the image array.
+        workers: parallel processes (one patient each).
+    """
+
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    image_interpolator: Literal["bspline", "linear"] = "linear"
+    clip_percentiles: tuple[float, float] = (2.5, 97.5)
+    clip_within_liver: bool = False
+    margin_mm: float = Field(4.0, gt=0)
+    crop_size_vox: tuple[int, int, int] = (48, 48, 48)
+    dtype: Literal["float16", "float32"] = "float16"
+    workers: int = Field(2, ge=1)
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError("clip_percentiles must satisfy 0 <= low < high <= 100")
+        return v
+
+    def params_hash(self) -> str:
+        """Hash of the parameters that change the preprocessed arrays (not ``workers``)."""
+        payload = self.model_dump(mode="json", exclude={"workers"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # Trains on 2 CPU cores in minutes at 2 mm / 48^3.
+    "tiny": {
+        "stem_channels": 8,
+        "init_features": 16,
+        "growth_rate": 8,
+        "block_config": (2, 2, 2),
+        "bn_size": 2,
+        "dropout": 0.2,
+    },
+    # DenseNet121-like growth and blocks, for a GPU at 1 mm.
+    "paper": {
+        "stem_channels": 16,
+        "init_features": 64,
+        "growth_rate": 32,
+        "block_config": (6, 12, 24, 16),
+        "bn_size": 4,
+        "dropout": 0.3,
+    },
+}
+
+
+class ModelConfig(_Section):
+    """Architecture of the multi-task network.
+
+    Architecture fields left at ``None`` come from ``preset`` (see :data:`MODEL_PRESETS`).
+    """
+
+    preset: Literal["tiny", "paper"] = "tiny"
+    dims: Literal["3d", "2d"] = "3d"
+    stem_channels: int | None = None
+    init_features: int | None = None
+    growth_rate: int | None = None
+    block_config: tuple[int, ...] | None = None
+    bn_size: int | None = None
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+    def resolved(self) -> ModelConfig:
+        """A copy with every architecture field filled from the preset."""
+        values = self.model_dump()
+        for key, default in MODEL_PRESETS[self.preset].items():
+            if values[key] is None:
+                values[key] = default
+        return ModelConfig(**values)
+
+
+class LossConfig(_Section):
+    """How the OS, RFS and MVI losses are combined.
+
+    Attributes:
+        weighting: ``dwa`` (Liu et al. 2019), ``static`` or ``uncertainty`` (Kendall et al. 2018).
+        dwa_temperature: T of DWA (paper: 2.0).
+        static_weights: (OS, RFS, MVI) weights for ``static``.
+        mvi_class_weights: optional cross-entropy class weights (no MVI, MVI).
+    """
+
+    weighting: LossWeighting = "dwa"
+    dwa_temperature: float = Field(2.0, gt=0)
+    static_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mvi_class_weights: tuple[float, float] | None = None
+
+
+class MomentumConfig(_Section):
+    """TorchSurv-style momentum memory bank for the Cox losses (names follow ``torchsurv.loss.momentum``).
+
+    Attributes:
+        enabled: use the memory bank; off trains plain per-batch Cox losses.
+        steps: number of past batches kept in the memory bank.
+        rate: momentum m of the target network update theta_t = m * theta_t + (1 - m) * theta_o.
+    """
+
+    enabled: bool = True
+    steps: int = Field(4, ge=1)
+    rate: float = Field(0.999, ge=0, le=1)
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation (paper: random 3D rotation and +-3 day time jitter)."""
+
+    rotation: bool = True
+    rotation_range_deg: float = Field(15.0, ge=0, le=180)
+    time_jitter_days: int = Field(3, ge=0)
+
+
+class OptimConfig(_Section):
+    """AdamW settings."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class TrainerConfig(_Section):
+    """Lightning trainer settings (paper: 80 epochs, early stopping patience 20)."""
+
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=2)
+    num_workers: int = Field(0, ge=0)
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    limit_train_batches: float | int | None = None
+
+
+class EvaluationConfig(_Section):
+    """Statistics settings of ``hcc-exp evaluate``."""
+
+    horizons_days: tuple[int, ...] = (365, 730)
+    bootstrap_resamples: int = Field(1000, ge=10)
+    km_truncate_days: int = 1826
+    seed: int = 0
+
+
+class TrackingConfig(_Section):
+    """Where and how runs are logged."""
+
+    runs_dir: Path = Path("runs")
+    wandb: bool = True
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "hcc-exp"
+
+
+class ExperimentConfig(_Section):
+    """Everything one training run needs. Built by :func:`load_config`."""
+
+    seed: int = 42
+    phases: tuple[str, ...] = PHASES
+    roi: RoiStrategy = "full"
+    augment_copies: int = Field(3, ge=1)
+    data: DataConfig = DataConfig()
+    synth: SynthConfig = SynthConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    momentum: MomentumConfig = MomentumConfig()
+    augment: AugmentConfig = AugmentConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _phases(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check_phases(self) -> ExperimentConfig:
+        if not self.phases:
+            raise ValueError("phases must name at least one of " + ", ".join(PHASES))
+        unknown = [p for p in self.phases if p not in PHASES]
+        if unknown:
+            raise ValueError(f"unknown phase(s) {unknown}; valid: {list(PHASES)}")
+        if len(set(self.phases)) != len(self.phases):
+            raise ValueError(f"phases repeat: {list(self.phases)}")
+        # Keep the canonical channel order so checkpoints and caches agree.
+        object.__setattr__(self, "phases", tuple(p for p in PHASES if p in self.phases))
+        return self
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """The config as ``{dotted.key: value}`` (JSON types), e.g. for W&B."""
+        return flatten(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- helpers
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key an override or a sweep parameter may name."""
+    return sorted(flatten(ExperimentConfig().model_dump(mode="json")).keys())
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted-key ``overrides`` set.
+
+    Raises:
+        ConfigError: an override names a key that does not exist.
+    """
+    keys = set(valid_keys())
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        if dotted not in keys:
+            raise ConfigError(
+                f"unknown config key '{dotted}'. Valid keys: " + ", ".join(sorted(keys))
+            )
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, Any]:
+    """Parse CLI ``--set key=value`` items; values are read as YAML (``1e-3``, ``[a, b]``, ``true``)."""
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value '{text}': {exc}") from exc
+    return overrides
+
+
+def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, *, source: str = "config") -> ExperimentConfig:
+    """Validate a raw mapping (plus overrides) into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: unknown keys or wrong types, each naming the key.
+    """
+    merged = apply_overrides(raw or {}, overrides or {})
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {source}: {problems}") from exc
+
+
+def load_config(path: Path | str | None = "params.yaml", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load ``params.yaml`` (or defaults when ``path`` is None) and apply dotted overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return build_config(raw, overrides, source=str(path) if path else "config")

@@ -1,0 +1,167 @@
+"""Reading and writing volumes with SimpleITK.
+
+Volumes are ``SimpleITK.Image`` objects in physical space (spacing in mm, origin,
+direction). Arrays taken from them with ``GetArrayFromImage`` are indexed
+(z, y, x). Only geometry ever leaves a DICOM series: no header field (names,
+dates, UIDs) is read into hcc-exp's outputs or logs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from hcc_exp.errors import UnreadableVolumeError
+
+GEOMETRY_TOLERANCE_MM = 1e-3
+"""Default tolerance (mm, and unitless for direction cosines) for grid comparisons."""
+
+
+def read_volume(path: Path | str, *, patient_id: str | None = None) -> sitk.Image:
+    """Read a NIfTI file or a folder holding one DICOM series.
+
+    Args:
+        path: ``*.nii`` / ``*.nii.gz`` file, or a folder of DICOM slices.
+        patient_id: named in the error when the read fails.
+
+    Raises:
+        UnreadableVolumeError: missing, corrupt or truncated file, or no DICOM series.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return _read_dicom_series(path)
+        if not path.is_file():
+            raise UnreadableVolumeError("file does not exist", patient_id=patient_id, path=path)
+        if path.name.endswith(".gz"):
+            # ITK's reader can return a partially filled image on a truncated gzip
+            # stream; reading the stream fully first turns that into an error.
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
+        return sitk.ReadImage(str(path))
+    except UnreadableVolumeError:
+        raise
+    except (RuntimeError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UnreadableVolumeError(f"cannot read volume: {reason}", patient_id=patient_id, path=path) from exc
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise UnreadableVolumeError("folder holds no DICOM series", path=folder)
+    if len(series_ids) > 1:
+        raise UnreadableVolumeError(f"folder holds {len(series_ids)} DICOM series; expected one", path=folder)
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    reader.SetFileNames(files)
+    # Do not load private/meta tags: only pixel data and geometry leave this function.
+    reader.MetaDataDictionaryArrayUpdateOff()
+    reader.LoadPrivateTagsOff()
+    image = reader.Execute()
+    return strip_metadata(image)
+
+
+def strip_metadata(image: sitk.Image) -> sitk.Image:
+    """A copy of ``image`` with pixel data and geometry only (no header dictionary)."""
+    clean = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image).copy())
+    clean.CopyInformation(image)
+    return clean
+
+
+@contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it into place only on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_nifti(image: sitk.Image, path: Path | str) -> None:
+    """Write ``image`` as NIfTI, byte-for-byte deterministic for equal input.
+
+    ``.nii.gz`` is compressed here with a zeroed gzip timestamp and no file name,
+    so that the same volume always gives the same bytes (DVC hashes stay stable).
+    The write is atomic.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        raw = Path(tmpdir) / "volume.nii"
+        sitk.WriteImage(image, str(raw), useCompression=False)
+        payload = raw.read_bytes()
+    with atomic_path(path) as tmp:
+        if path.name.endswith(".gz"):
+            with open(tmp, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz:
+                gz.write(payload)
+        else:
+            tmp.write_bytes(payload)
+
+
+def image_from_array(
+    array_zyx: np.ndarray,
+    spacing_xyz_mm: tuple[float, float, float],
+    origin_xyz_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+) -> sitk.Image:
+    """Build a SimpleITK image from a (z, y, x) array and its geometry (x, y, z order, mm)."""
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(tuple(float(s) for s in spacing_xyz_mm))
+    image.SetOrigin(tuple(float(o) for o in origin_xyz_mm))
+    image.SetDirection(tuple(float(d) for d in direction))
+    return image
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = GEOMETRY_TOLERANCE_MM) -> list[str]:
+    """Differences between two images' grids; empty when they share one.
+
+    Returns:
+        Human-readable descriptions of what differs (size, spacing, origin, direction).
+    """
+    issues: list[str] = []
+    if a.GetSize() != b.GetSize():
+        issues.append(f"size {b.GetSize()} != {a.GetSize()}")
+    if not np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol):
+        issues.append(f"spacing {_fmt(b.GetSpacing())} != {_fmt(a.GetSpacing())}")
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), atol=max(tol, 1e-3 * max(a.GetSpacing()))):
+        issues.append(f"origin {_fmt(b.GetOrigin())} != {_fmt(a.GetOrigin())}")
+    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=tol):
+        issues.append(f"direction {_fmt(b.GetDirection())} != {_fmt(a.GetDirection())}")
+    return issues
+
+
+def physical_extent_mm(image: sitk.Image) -> np.ndarray:
+    """Physical size (x, y, z) in mm covered by the voxels: size * spacing."""
+    return np.asarray(image.GetSize(), dtype=float) * np.asarray(image.GetSpacing(), dtype=float)
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def copy_tree_atomic(src: Path, dst: Path) -> None:
+    """Copy a folder to ``dst`` through a temporary sibling, then rename."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)

@@ -1,0 +1,150 @@
+"""Named exceptions of hcc-exp.
+
+Every error the user can cause derives from :class:`HccExpError`, so the CLI can
+turn it into a one-line message and a non-zero exit code without a traceback.
+Cohort problems derive from :class:`CohortError` and carry the patient, file
+or column they concern, so a report of many problems stays readable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HccExpError(Exception):
+    """Base class of every error hcc-exp raises on purpose."""
+
+
+class ConfigError(HccExpError):
+    """A params.yaml, ``--set`` override or sweep YAML is invalid."""
+
+
+# --------------------------------------------------------------------------- cohort
+class CohortError(HccExpError):
+    """One problem found in a cohort.
+
+    Attributes:
+        message: what is wrong, in words.
+        patient_id: the patient concerned, if any.
+        path: the file concerned, if any.
+        column: the ``cohort.csv`` column concerned, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        patient_id: str | None = None,
+        path: Path | str | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.message = message
+        self.patient_id = patient_id
+        self.path = None if path is None else str(path)
+        self.column = column
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = []
+        if self.patient_id is not None:
+            where.append(f"patient {self.patient_id}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        if self.path is not None:
+            where.append(f"file {self.path}")
+        prefix = f"[{', '.join(where)}] " if where else ""
+        return f"{prefix}{self.message}"
+
+
+class MissingColumnError(CohortError):
+    """cohort.csv lacks a required column."""
+
+
+class UnreadableTableError(CohortError):
+    """cohort.csv (or an imported clinical table) cannot be parsed as a table."""
+
+
+class DuplicatePatientError(CohortError):
+    """A patient_id appears more than once."""
+
+
+class UnknownSplitError(CohortError):
+    """split is not one of train / internal / external."""
+
+
+class InvalidTimeError(CohortError):
+    """A survival time is missing, non-numeric, or negative."""
+
+
+class InvalidEventError(CohortError):
+    """An event indicator is not 0 or 1."""
+
+
+class InvalidValueError(CohortError):
+    """A clinical or label value is outside its allowed set."""
+
+
+class InconsistentOutcomeError(CohortError):
+    """RFS and OS contradict each other (RFS after OS, death without RFS event)."""
+
+
+class MissingFileError(CohortError):
+    """A phase volume or mask file is missing."""
+
+
+class UnreadableVolumeError(CohortError):
+    """A volume cannot be read (corrupt, truncated, wrong format)."""
+
+
+class GridMismatchError(CohortError):
+    """A mask is not on its image's grid (size, spacing, origin, direction)."""
+
+
+class NonBinaryMaskError(CohortError):
+    """A mask holds values other than 0 and 1."""
+
+
+class EmptyMaskError(CohortError):
+    """A tumour (or liver) mask has no foreground voxel."""
+
+
+class TumourOutsideLiverError(CohortError):
+    """Most of the tumour lies outside the liver mask."""
+
+
+class PhaseGeometryError(CohortError):
+    """The phases of one patient do not share a physical extent."""
+
+
+class NoEventsWarning(CohortError):
+    """A split has no events for an endpoint: C-index is undefined there (a warning)."""
+
+
+class CohortValidationError(HccExpError):
+    """A cohort failed validation; holds every problem found.
+
+    Attributes:
+        problems: every error found, in the order they were found.
+    """
+
+    def __init__(self, cohort_dir: Path | str, problems: list[CohortError]) -> None:
+        self.cohort_dir = str(cohort_dir)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {type(p).__name__}: {p.describe()}" for p in self.problems)
+        super().__init__(f"cohort {self.cohort_dir} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class CohortImportError(HccExpError):
+    """Raw data cannot be imported into the cohort layout."""
+
+
+class PreprocessError(HccExpError):
+    """Preprocessing cannot produce a sample (e.g. crop box larger than the volume)."""
+
+
+class RunFolderError(HccExpError):
+    """A run folder is missing files or is from an incompatible version."""
+
+
+class SweepError(HccExpError):
+    """A sweep cannot run (storage, backend, or study state)."""
