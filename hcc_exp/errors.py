@@ -116,6 +116,14 @@ class PhaseGeometryError(CohortError):
     """The phases of one patient do not share a physical extent."""
 
 
+class NotComputedTomographyError(CohortError):
+    """A phase volume's values are not CT Hounsfield units (wrong modality, or already normalised)."""
+
+
+class UnknownPatientError(CohortError):
+    """A patient named on the command line is not in the run's preprocessed cache."""
+
+
 class NoEventsWarning(CohortError):
     """A split has no events for an endpoint: C-index is undefined there (a warning)."""
 
@@ -142,8 +150,33 @@ class PreprocessError(HccExpError):
     """Preprocessing cannot produce a sample (e.g. crop box larger than the volume)."""
 
 
+class PatientPreprocessError(PreprocessError):
+    """Preprocessing one patient failed.
+
+    Attributes:
+        patient_id: the patient whose volumes could not be preprocessed.
+        message: what went wrong, in words.
+    """
+
+    def __init__(self, patient_id: str, message: str) -> None:
+        self.patient_id = str(patient_id)
+        self.message = message
+        super().__init__(f"[patient {self.patient_id}] {message}")
+
+    def __reduce__(self):  # keeps patient_id when raised in a worker process
+        return (type(self), (self.patient_id, self.message))
+
+
+class EvaluationInputError(HccExpError):
+    """Arrays handed to an evaluation function are malformed (length mismatch, NaN, negative time)."""
+
+
 class RunFolderError(HccExpError):
     """A run folder is missing files or is from an incompatible version."""
+
+
+class TrackingError(HccExpError):
+    """A tracker is misused (logging before start) or its backend cannot start or sync."""
 
 
 class SweepError(HccExpError):

@@ -56,7 +56,7 @@ class PreprocessedCohort:
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise RunFolderError(f"{root} is not a preprocessed cache: {MANIFEST} missing (run `hcc-exp preprocess`)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         labels = pd.read_csv(root / LABELS, dtype={"patient_id": str})
         return cls(root, manifest, labels)
 
@@ -94,5 +94,5 @@ def current_cache(cache_root: Path | str) -> PreprocessedCohort:
     pointer = cache_root / CURRENT
     if not pointer.is_file():
         raise RunFolderError(f"no preprocessed cache under {cache_root}: run `hcc-exp preprocess` first")
-    key = json.loads(pointer.read_text())["cache_key"]
+    key = json.loads(pointer.read_text(encoding="utf-8"))["cache_key"]
     return PreprocessedCohort.open(cache_root / key)

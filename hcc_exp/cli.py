@@ -1,0 +1,266 @@
+"""The ``hcc-exp`` command line: parses arguments and delegates; no logic lives here.
+
+Every command's work is a function in the package (imported lazily so ``--help`` is
+fast). Errors derived from :class:`hcc_exp.errors.HccExpError` are printed as one
+message and exit with status 2; nothing is half-written by a failing command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hcc_exp import __version__
+from hcc_exp.errors import CohortValidationError, HccExpError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="hcc-exp",
+    help="Train, sweep and compare multi-task deep-learning models (MVI, OS, RFS) on triphasic liver CT.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params.yaml to start from.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set optim.lr=3e-4 (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"hcc-exp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """hcc-exp: an experiment platform for multi-task 3D CNNs on triphasic CT of hepatocellular carcinoma."""
+
+
+def _config(config: Path, overrides: list[str] | None):
+    from hcc_exp.config import load_config, parse_set_options
+
+    return load_config(config, parse_set_options(overrides))
+
+
+# ----------------------------------------------------------------------------- data
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to (replaced if it exists).")],
+    patients: Annotated[int, typer.Option(help="Number of patients (the paper has 388).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed and version give identical files.")] = 7,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the embedded synthetic triphasic CT cohort (with its oracle) to OUT."""
+    from hcc_exp.data.synthetic import write_synthetic_cohort
+
+    summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
+    console.print(summary.to_rich_table())
+    console.print(f"[green]Wrote {patients} patients to {out}[/green] (oracle in {out / 'oracle.csv'})")
+
+
+@app.command("import")
+def import_(
+    src: Annotated[Path, typer.Argument(help="Folder with one sub-folder per patient (DICOM series / NIfTI).")],
+    dst: Annotated[Path, typer.Argument(help="Cohort folder to create.")],
+    mapping: Annotated[Path, typer.Option(help="YAML mapping of clinical table, columns, phases and masks.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing DST.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Import raw DICOM / NIfTI data and a clinical table into the cohort layout, then validate it."""
+    from hcc_exp.data.importer import import_cohort
+    from hcc_exp.data.validate import render_report
+
+    report = import_cohort(src, dst, mapping, overwrite=overwrite, progress=not quiet)
+    render_report(report, console)
+    console.print(f"[green]Imported cohort written to {dst}[/green]")
+
+
+@app.command()
+def check(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder (cohort.csv + images/).")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate a cohort: report every problem (patient, file, column) or print a summary."""
+    from hcc_exp.data.validate import render_report, validate_cohort
+
+    report = validate_cohort(cohort, progress=not quiet)
+    render_report(report, console)
+    report.raise_for_errors()
+
+
+@app.command()
+def preprocess(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder.")],
+    out: Annotated[Path, typer.Argument(help="Cache root; the cache is OUT/<params hash>-<data hash>/.")],
+    config: ConfigOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Resample, clip, normalise, build the peritumoral margin and crop every patient (cached)."""
+    from hcc_exp.data.preprocess import preprocess_cohort
+    from hcc_exp.data.validate import require_valid
+
+    cfg = _config(config, overrides)
+    require_valid(cohort, phases=cfg.phases, progress=not quiet)
+    cache = preprocess_cohort(cohort, out, cfg.preprocess, progress=not quiet)
+    console.print(f"[green]Preprocessed cache:[/green] {cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
+
+
+# ----------------------------------------------------------------------------- model
+@app.command()
+def train(
+    config: ConfigOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (default runs/<run id>).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the multi-task model on the configured cohort and write a run folder."""
+    from hcc_exp.reporting.console import render_train_result
+    from hcc_exp.training.train import train as train_fn
+
+    result = train_fn(_config(config, overrides), run_dir=run_dir, progress=not quiet)
+    render_train_result(result, console)
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `hcc-exp train`.")],
+) -> None:
+    """Evaluate a run: C-index with CI, MVI metrics, time-dependent ROC, calibration, DCA, KM, baselines."""
+    from hcc_exp.evaluation.evaluate import evaluate_run
+    from hcc_exp.reporting.console import render_evaluation
+
+    metrics = evaluate_run(run_dir)
+    render_evaluation(run_dir, metrics, console)
+
+
+@app.command()
+def cam(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    patients: Annotated[list[str] | None, typer.Option("--patient", "-p", help="Patient id (repeatable).")] = None,
+    max_patients: Annotated[int, typer.Option(help="Patients per split when none are named.")] = 4,
+) -> None:
+    """3D Grad-CAM per head and phase: overlays (PNG) and activation energy per region."""
+    from hcc_exp.interpretability.cam import run_cams
+
+    out = run_cams(run_dir, patient_ids=patients, max_patients=max_patients)
+    console.print(f"[green]CAMs written to {out}[/green]")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="best.ckpt of a run (its run folder holds the preprocessing).")],
+    patient: Annotated[Path | None, typer.Argument(help="Patient folder (3 phases + masks).")] = None,
+    cohort: Annotated[Path | None, typer.Option(help="Predict every patient of a cohort folder instead.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default next to the input).")] = None,
+) -> None:
+    """Predict OS / RFS risk, risk group, 1- and 2-year survival and MVI probability for new patients."""
+    from hcc_exp.interpretability.predict import predict_cohort, predict_patient
+
+    if (patient is None) == (cohort is None):
+        raise typer.BadParameter("give either PATIENT or --cohort")
+    if patient is not None:
+        result = predict_patient(checkpoint, patient, out_dir=out)
+        console.print_json(data=result)
+    else:
+        path = predict_cohort(checkpoint, cohort, out_dir=out)
+        console.print(f"[green]Predictions written to {path}[/green]")
+
+
+# ----------------------------------------------------------------------------- sweeps
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep YAML (W&B sweep format plus backend, arms, seeds).")],
+    workers: Annotated[int, typer.Option(help="Local worker processes on the same study.")] = 1,
+    join: Annotated[str | None, typer.Option(help="Storage URL of a running study to add workers to.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Run an Optuna (default) or W&B sweep; resumable, several workers share one study."""
+    from hcc_exp.config import parse_set_options
+    from hcc_exp.sweeps.runner import run_sweep
+
+    summary = run_sweep(spec, workers=workers, join=join, overrides=parse_set_options(overrides))
+    console.print(summary.to_rich_table() if hasattr(summary, "to_rich_table") else summary)
+
+
+@app.command()
+def table(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>).")],
+) -> None:
+    """Ablation table: mean and 95% CI over seeds, paired tests and bootstrap vs the full model."""
+    from hcc_exp.reporting.tables import build_ablation_table, render_table, write_ablation_table
+
+    result = build_ablation_table(sweep_dir)
+    paths = write_ablation_table(result, sweep_dir / "table")
+    render_table(result, console)
+    console.print(f"[green]Tables written:[/green] {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def report(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>).")],
+) -> None:
+    """Self-contained HTML and Markdown report of a sweep."""
+    from hcc_exp.reporting.report import write_report
+
+    paths = write_report(sweep_dir)
+    console.print(f"[green]Report written:[/green] {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def sync(sweep_dir: Annotated[Path, typer.Argument(help="Sweep or run folder with offline W&B runs.")]) -> None:
+    """Upload offline W&B runs (`wandb sync`) once you are online and logged in."""
+    from hcc_exp.tracking import sync_offline_runs
+
+    synced = sync_offline_runs(sweep_dir)
+    console.print(f"[green]Synced {len(synced)} run(s).[/green]")
+
+
+@app.command()
+def dashboard(sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")]) -> None:
+    """Open optuna-dashboard on the sweep's storage."""
+    from hcc_exp.sweeps.runner import open_dashboard
+
+    open_dashboard(sweep_dir)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = Path("params.yaml"),
+) -> None:
+    """The main job on the embedded default: synth -> check -> preprocess -> train -> evaluate -> table."""
+    from hcc_exp.pipeline import run_demo
+
+    run_demo(config, console)
+
+
+def main() -> None:
+    """Console-script entry point: HccExpError -> message and exit status 2."""
+    try:
+        app()
+    except CohortValidationError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+    except HccExpError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""DenseNet backbone shared by the CT phases (paper: Figure 1, "shared parameters").
+
+:class:`PhaseSharedBackbone` = :class:`~hcc_exp.models.roi_stem.RoiEnhancementStem` (which is
+the DenseNet stem: region convolutions, BatchNorm, ELU, MaxPool, 1x1 fusion) followed by
+:class:`DenseNetEncoder` (MONAI's ``_DenseBlock`` / ``_Transition`` with BatchNorm and ELU,
+dropout after every dense layer, final ``norm + ELU + global average pool``).
+
+All phases of a batch run through stem and encoder as ONE batch of ``B * P`` volumes (no
+Python loop over phases); the pooled features are concatenated per patient in phase order,
+giving ``(B, P * F)``. The 2D variant takes the ``n_slices`` central axial slices of the crop
+(the crop is centred on the tumour centroid), runs a 2D stem and 2D DenseNet on each slice
+(``B * P * n_slices`` images in one batch) and averages the slice features of each phase.
+
+In training mode BatchNorm statistics are pooled over all phases of the batch; in eval mode
+the batched forward equals a per-phase loop (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.networks.layers.factories import Pool
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.nets.densenet import _DenseBlock, _Transition
+from torch import Tensor, nn
+
+from hcc_exp.config import RoiStrategy
+from hcc_exp.data.cache import REGIONS
+from hcc_exp.errors import ConfigError
+from hcc_exp.models.roi_stem import ACT, NORM, RoiEnhancementStem
+
+
+class DenseNetEncoder(nn.Module):
+    """DenseNet body after the stem: dense blocks and transitions, then norm, ELU and global pooling.
+
+    Args:
+        spatial_dims: 3 or 2.
+        in_channels: input channels (the stem's ``init_features``).
+        growth_rate: channels added by each dense layer.
+        block_config: dense layers per block.
+        bn_size: bottleneck width factor (``bn_size * growth_rate``).
+        dropout: dropout after each dense layer.
+
+    Shapes:
+        ``forward(x (N, in_channels, *S)) -> (N, out_features)``; ``features`` maps
+        ``(N, in_channels, *S)`` to ``(N, out_features, *S / 2**(len(block_config) - 1))``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        growth_rate: int,
+        block_config: Sequence[int],
+        bn_size: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential()
+        channels = in_channels
+        for i, n_layers in enumerate(block_config):
+            self.features.add_module(
+                f"denseblock{i + 1}",
+                _DenseBlock(
+                    spatial_dims=spatial_dims,
+                    layers=n_layers,
+                    in_channels=channels,
+                    bn_size=bn_size,
+                    growth_rate=growth_rate,
+                    dropout_prob=dropout,
+                    act=ACT,
+                    norm=NORM,
+                ),
+            )
+            channels += n_layers * growth_rate
+            if i < len(block_config) - 1:
+                self.features.add_module(
+                    f"transition{i + 1}",
+                    _Transition(
+                        spatial_dims, in_channels=channels, out_channels=channels // 2, act=ACT, norm=NORM
+                    ),
+                )
+                channels //= 2
+        self.features.add_module(
+            "norm5", get_norm_layer(name=NORM, spatial_dims=spatial_dims, channels=channels)
+        )
+        self.features.add_module("act5", get_act_layer(name=ACT))
+        self.pool = nn.Sequential(Pool[Pool.ADAPTIVEAVG, spatial_dims](1), nn.Flatten(1))
+        self.out_features = channels
+        self.last_block_name = f"features.denseblock{len(block_config)}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.features(x))
+
+
+class PhaseSharedBackbone(nn.Module):
+    """ROI stem + DenseNet applied to every phase with shared weights.
+
+    Args:
+        n_phases: P, the number of phases in the input (``len(config.phases)``).
+        roi: ROI strategy of the stem.
+        dims: ``"3d"`` (volumes) or ``"2d"`` (central axial slices).
+        stem_channels: channels of each ROI branch.
+        init_features: channels of the fused stem output (DenseNet's first features).
+        growth_rate, block_config, bn_size, dropout: DenseNet sizes (see :class:`DenseNetEncoder`).
+        n_slices: 2D only: number of central axial slices per phase; their features are averaged.
+
+    Shapes:
+        ``forward(image (B, P, D, H, W), masks (B, P, R, D, H, W)) -> (B, P * out_features_per_phase)``.
+        Activations inside stem and encoder have batch ``B * P`` (3D) or ``B * P * n_slices``
+        (2D), ordered patient-major then phase (then slice).
+    """
+
+    def __init__(
+        self,
+        n_phases: int,
+        roi: RoiStrategy,
+        dims: str,
+        stem_channels: int,
+        init_features: int,
+        growth_rate: int,
+        block_config: Sequence[int],
+        bn_size: int,
+        dropout: float,
+        n_slices: int = 1,
+    ) -> None:
+        super().__init__()
+        if dims not in ("3d", "2d"):
+            raise ConfigError(f"model.dims must be '3d' or '2d', got {dims!r}")
+        if n_slices < 1:
+            raise ConfigError(f"n_slices must be >= 1, got {n_slices}")
+        self.n_phases = n_phases
+        self.dims = dims
+        self.n_slices = n_slices
+        spatial_dims = 3 if dims == "3d" else 2
+        self.stem = RoiEnhancementStem(roi, stem_channels, init_features, spatial_dims=spatial_dims)
+        self.encoder = DenseNetEncoder(
+            spatial_dims, init_features, growth_rate, block_config, bn_size, dropout
+        )
+        self.out_features_per_phase = self.encoder.out_features
+        self.out_features = n_phases * self.encoder.out_features
+
+    def check_inputs(self, image: Tensor, masks: Tensor | None) -> None:
+        """Raise :class:`ConfigError` when the input does not match the phases and regions the model was built for."""
+        if image.ndim != 5 or image.shape[1] != self.n_phases:
+            raise ConfigError(
+                f"model expects image (B, P={self.n_phases}, D, H, W) for the configured phases, "
+                f"got shape {tuple(image.shape)}"
+            )
+        if self.stem.strategy != "none":
+            expected = (image.shape[0], self.n_phases, len(REGIONS), *image.shape[2:])
+            if masks is None or tuple(masks.shape) != expected:
+                got = None if masks is None else tuple(masks.shape)
+                raise ConfigError(f"model expects masks of shape {expected} (regions {REGIONS}), got {got}")
+        if self.dims == "2d" and image.shape[2] < self.n_slices:
+            raise ConfigError(
+                f"2D model takes {self.n_slices} central slices but the crop has depth {image.shape[2]}"
+            )
+
+    def central_slices(self, image: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The ``n_slices`` central axial slices.
+
+        ``image (B, P, D, H, W) -> (B, P, k, H, W)``; ``masks (B, P, R, D, H, W) -> (B, P, k, R, H, W)``.
+        """
+        start = image.shape[2] // 2 - self.n_slices // 2
+        image = image[:, :, start : start + self.n_slices]
+        if masks is not None:
+            masks = masks[:, :, :, start : start + self.n_slices].transpose(2, 3)
+        return image, masks
+
+    def encode(self, image: Tensor, masks: Tensor | None) -> Tensor:
+        """Features of independent single-phase samples.
+
+        Args:
+            image: ``(N, *S)`` CT of one phase (or one slice) each.
+            masks: ``(N, R, *S)`` region masks (unused for ``roi="none"``).
+
+        Returns:
+            ``(N, out_features_per_phase)``.
+        """
+        return self.encoder(self.stem(image.unsqueeze(1), masks))
+
+    def forward(self, image: Tensor, masks: Tensor | None) -> Tensor:
+        self.check_inputs(image, masks)
+        b, p = image.shape[:2]
+        if self.dims == "2d":
+            image, masks = self.central_slices(image, masks)
+        spatial = image.shape[-3:] if self.dims == "3d" else image.shape[-2:]
+        flat_image = image.reshape(-1, *spatial)
+        flat_masks = None if self.stem.strategy == "none" else masks.reshape(-1, len(REGIONS), *spatial)
+        features = self.encode(flat_image, flat_masks)
+        if self.dims == "2d":
+            features = features.reshape(b * p, self.n_slices, -1).mean(dim=1)
+        return features.reshape(b, p * self.out_features_per_phase)
