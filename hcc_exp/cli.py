@@ -202,12 +202,13 @@ def sweep(
 @app.command()
 def table(
     sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default SWEEP_DIR/table).")] = None,
 ) -> None:
     """Ablation table: mean and 95% CI over seeds, paired tests and bootstrap vs the full model."""
     from hcc_exp.reporting.tables import build_ablation_table, render_table, write_ablation_table
 
     result = build_ablation_table(sweep_dir)
-    paths = write_ablation_table(result, sweep_dir / "table")
+    paths = write_ablation_table(result, out if out is not None else sweep_dir / "table")
     render_table(result, console)
     console.print(f"[green]Tables written:[/green] {', '.join(str(p) for p in paths.values())}")
 

@@ -4,3 +4,4 @@ from pathlib import Path
 
 DEMO_RUN_DIR = Path("runs/demo")
 DEMO_SWEEP_DIR = Path("runs/demo-ablation")
+DEMO_TABLE_DIR = Path("runs/demo-ablation-table")

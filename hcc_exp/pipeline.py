@@ -9,6 +9,7 @@ and prints where the results are.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from rich.console import Console
 
 from hcc_exp.config import load_config
 from hcc_exp.errors import HccExpError
-from hcc_exp.paths import DEMO_RUN_DIR, DEMO_SWEEP_DIR
+from hcc_exp.paths import DEMO_RUN_DIR, DEMO_SWEEP_DIR, DEMO_TABLE_DIR
 
 
 def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Console) -> None:
@@ -48,7 +49,9 @@ def run_demo(config_path: Path, console: Console) -> None:
     cfg = load_config(config_path)
     ensure_raw_cohort(Path(cfg.data.cohort_dir), cfg.synth.patients, cfg.synth.seed, console)
     console.rule("dvc repro")
-    completed = subprocess.run([dvc_executable(), "repro"], check=False)
+    # The stages call `hcc-exp`: make the one beside this interpreter (the venv's) the first on PATH.
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    completed = subprocess.run([dvc_executable(), "repro"], check=False, env=env)
     if completed.returncode != 0:
         raise HccExpError(f"`dvc repro` failed with exit status {completed.returncode}")
 
@@ -57,7 +60,7 @@ def run_demo(config_path: Path, console: Console) -> None:
     evaluation = DEMO_RUN_DIR / "evaluation" / "metrics.json"
     if evaluation.is_file():
         render_evaluation(DEMO_RUN_DIR, json.loads(evaluation.read_text(encoding="utf-8")), console)
-    table = DEMO_SWEEP_DIR / "table" / "ablation.md"
+    table = DEMO_TABLE_DIR / "ablation.md"
     if table.is_file():
         console.rule("ablation (demo sweep)")
         console.print(table.read_text(encoding="utf-8"))

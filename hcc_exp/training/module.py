@@ -32,7 +32,10 @@ def c_index(log_risk: torch.Tensor, event: torch.Tensor, time: torch.Tensor) -> 
     """Harrell's C-index of a log-risk (higher = worse) with torchsurv; NaN without events."""
     if int(event.sum()) == 0 or log_risk.numel() < 2:
         return float("nan")
-    return float(ConcordanceIndex()(log_risk.double(), event.bool(), time.double()))
+    try:
+        return float(ConcordanceIndex()(log_risk.double(), event.bool(), time.double()))
+    except ValueError:  # torchsurv: "No comparable pairs" (e.g. the only event is the last time)
+        return float("nan")
 
 
 class MultiTaskModule(pl.LightningModule):

@@ -11,8 +11,10 @@ no-ops otherwise), trains with Lightning, and writes a run folder::
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +102,7 @@ def train(
         group, job_type, tags: tracking metadata (a sweep passes its name and arm).
     """
     started = time.perf_counter()
+    _quiet_lightning(verbose=progress)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     cohort = cohort if cohort is not None else prepare_cohort(config, progress=progress)
     run_dir = Path(run_dir) if run_dir is not None else config.tracking.runs_dir / new_run_id()
@@ -189,7 +192,7 @@ def _fit_and_predict(
         devices=1,
         precision=config.trainer.precision,
         deterministic=True,
-        logger=CSVLogger(save_dir=run_dir, name="logs", version=""),
+        logger=CSVLogger(save_dir=run_dir, name="logs", version="", flush_logs_every_n_steps=10),
         callbacks=callbacks,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -247,6 +250,15 @@ def _fit_and_predict(
     )
     _write_json(run_dir / METRICS_JSON, metrics)
     return TrainResult(run_dir=run_dir, metrics=metrics, best_epoch=best_epoch, epochs_trained=epochs_trained)
+
+
+def _quiet_lightning(verbose: bool) -> None:
+    """Silence Lightning's start-up chatter (tips, device banners) and a torch-pytree deprecation."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -1,0 +1,155 @@
+"""train(config): complete run folder, reproducible metrics, loaders and checkpoint format."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from hcc_exp.config import build_config
+from hcc_exp.data.datamodule import CachedPatientDataset, HccDataModule
+from hcc_exp.training.train import train
+from tests.conftest import tiny_run_overrides
+
+SPLITS = ("train", "internal", "external")
+
+
+def test_run_folder_is_complete(trained_run):
+    run = trained_run.run_dir
+    for name in ("config.yaml", "meta.json", "metrics.json", "predictions.csv", "logs/metrics.csv",
+                 "checkpoints/best.ckpt", "checkpoints/risk_model.json"):
+        assert (run / name).is_file(), name
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 2
+    meta = json.loads((run / "meta.json").read_text())
+    for key in ("git_commit", "cache_key", "input_hash", "cohort_dir", "cache_dir", "best_epoch", "finished"):
+        assert key in meta, key
+
+    predictions = pd.read_csv(run / "predictions.csv", dtype={"patient_id": str})
+    cohort = pd.read_csv(trained_run.cohort_dir / "cohort.csv", dtype={"patient_id": str})
+    assert sorted(predictions["patient_id"]) == sorted(cohort["patient_id"])
+    merged = predictions.merge(cohort[["patient_id", "split"]], on="patient_id", suffixes=("", "_cohort"))
+    assert (merged["split"] == merged["split_cohort"]).all()
+    assert np.isfinite(predictions[["os_risk", "rfs_risk", "mvi_prob"]].to_numpy()).all()
+    assert predictions["mvi_prob"].between(0, 1).all()
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in SPLITS:
+        for key in ("os/c_index", "rfs/c_index", "mvi/f1", "mvi/accuracy", "mvi/auc"):
+            assert f"{split}/{key}" in metrics
+    assert 0.0 <= metrics["train/os/c_index"] <= 1.0
+    assert metrics["epochs_trained"] == 2
+
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    # DWA weights and every loss component are logged each epoch; DWA starts at 1.
+    for column in ("weights/os", "weights/rfs", "weights/mvi", "train/loss_os", "train/loss_rfs",
+                   "train/loss_mvi", "val/loss", "val/os_c_index"):
+        assert column in log.columns, column
+    assert log["weights/os"].dropna().iloc[0] == pytest.approx(1.0)
+
+
+def test_checkpoint_loads_with_weights_only(trained_run):
+    checkpoint = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
+    assert "state_dict" in checkpoint
+    config = checkpoint["hyper_parameters"]["config"]
+    assert config["model"]["preset"] == "tiny"
+    assert all(torch.is_tensor(v) for v in checkpoint["state_dict"].values())
+
+
+def test_predictions_reproduce_from_checkpoint(trained_run):
+    """The saved weights give back the run's own predictions (no hidden state outside the checkpoint)."""
+    from hcc_exp.data.cache import PreprocessedCohort
+    from hcc_exp.training.module import MultiTaskModule
+
+    checkpoint = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
+    module = MultiTaskModule(checkpoint["hyper_parameters"]["config"])
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    meta = json.loads((trained_run.run_dir / "meta.json").read_text())
+    cohort = PreprocessedCohort.open(meta["cache_dir"])
+    predictions = pd.read_csv(trained_run.run_dir / "predictions.csv", dtype={"patient_id": str})
+    pid = predictions["patient_id"].iloc[0]
+    image, masks = cohort.load(pid)
+    with torch.no_grad():
+        out = module(torch.from_numpy(image.astype(np.float32))[None], torch.from_numpy(masks)[None])
+    assert float(out.os_risk[0]) == pytest.approx(predictions["os_risk"].iloc[0], rel=1e-5, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    from tests.factories import write_tiny_cohort
+
+    root = tmp_path_factory.mktemp("train-unit")
+    cohort = write_tiny_cohort(root / "cohort", n_patients=9, shape_zyx=(16, 32, 32))
+    return root, cohort
+
+
+def _config(root, cohort, **extra):
+    overrides = tiny_run_overrides(root, cohort)
+    overrides.update(extra)
+    return build_config({}, overrides)
+
+
+def test_same_seed_same_metrics(tiny_setup, tmp_path):
+    root, cohort = tiny_setup
+    config = _config(root, cohort, **{"trainer.max_epochs": 2, "augment_copies": 2})
+    first = train(config, run_dir=tmp_path / "a", progress=False).metrics
+    second = train(config, run_dir=tmp_path / "b", progress=False).metrics
+    for key, value in first.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(second[key]), key
+        else:
+            assert second[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_train_loader_yields_copies_and_only_train_is_augmented(tiny_setup):
+    root, cohort_dir = tiny_setup
+    config = _config(root, cohort_dir, **{"augment_copies": 3, "augment.rotation_range_deg": 30.0})
+    from hcc_exp.training.train import prepare_cohort
+
+    cohort = prepare_cohort(config, progress=False)
+    datamodule = HccDataModule(cohort, config)
+    datamodule.setup()
+    n_train = len(cohort.patient_ids("train"))
+    assert len(datamodule.datasets["train_augmented"]) == 3 * n_train
+    samples = sum(batch["image"].shape[0] for batch in datamodule.train_dataloader())
+    # drop_last keeps every batch >= 2 for BatchNorm and the Cox loss
+    assert samples == (3 * n_train // config.trainer.batch_size) * config.trainer.batch_size or samples == 3 * n_train
+
+    augmented = datamodule.datasets["train_augmented"]
+    plain = datamodule.datasets["train"]
+    # copies of one patient differ (own rotation / jitter); unaugmented items equal the cache
+    first, second = augmented[0], augmented[n_train]
+    assert not torch.equal(first["image"], second["image"])
+    image, masks = cohort.load(plain.patient_ids[0])
+    np.testing.assert_array_equal(plain[0]["image"].numpy(), image.astype(np.float32))
+    np.testing.assert_array_equal(plain[0]["masks"].numpy(), masks)
+    internal = datamodule.datasets["internal"]
+    assert internal.augment is None and internal.copies == 1
+    # jitter stays within the configured days and keeps RFS <= OS
+    labels = augmented.labels
+    for item in range(len(augmented)):
+        sample = augmented[item]
+        index = int(sample["index"])
+        assert abs(float(sample["os_time"]) - labels.os_time_days[index]) <= config.augment.time_jitter_days
+        assert float(sample["rfs_time"]) <= float(sample["os_time"])
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_setup):
+    root, cohort_dir = tiny_setup
+    config = _config(root, cohort_dir)
+    from hcc_exp.training.train import prepare_cohort
+
+    cohort = prepare_cohort(config, progress=False)
+    ids = cohort.patient_ids("train")
+    make = lambda: CachedPatientDataset(cohort, ids, config.phases, augment=config.augment, copies=2, seed=5)  # noqa: E731
+    a, b = make(), make()
+    assert torch.equal(a[1]["image"], b[1]["image"])
+    b.set_epoch(1)
+    assert not torch.equal(a[1]["image"], b[1]["image"])
