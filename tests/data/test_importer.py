@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import locale
-
 import gzip
+import locale
 import re
 import shutil
 from pathlib import Path
