@@ -67,6 +67,12 @@ def _wrap(text: str, width: int = 38) -> str:
     return "\n".join(lines)
 
 
+def _notes_box(ax, notes: list[str]) -> None:
+    """Why some horizons of a panel are missing, in small print at its lower right."""
+    if notes:
+        ax.text(0.98, 0.02, _wrap("; ".join(notes), 45), transform=ax.transAxes, fontsize=7.5, ha="right", va="bottom")
+
+
 def _panels(
     n: int,
     rows: int = 1,
@@ -180,16 +186,7 @@ def plot_time_dependent_roc(
                 lw=2,
                 label=f"{horizon_label(horizon)}: AUC = {roc.auc:.3f}",
             )
-        if notes:
-            ax.text(
-                0.98,
-                0.02,
-                _wrap("; ".join(notes), 45),
-                transform=ax.transAxes,
-                fontsize=7.5,
-                ha="right",
-                va="bottom",
-            )
+        _notes_box(ax, notes)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_aspect("equal")
@@ -255,16 +252,7 @@ def plot_survival_calibration(
                 color=HORIZON_COLOURS[k % 5],
                 label=f"{horizon_label(horizon)} ({len(shown)} group{'' if len(shown) == 1 else 's'})",
             )
-        if notes:
-            ax.text(
-                0.98,
-                0.02,
-                _wrap("; ".join(notes), 45),
-                transform=ax.transAxes,
-                fontsize=7.5,
-                ha="right",
-                va="bottom",
-            )
+        _notes_box(ax, notes)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
