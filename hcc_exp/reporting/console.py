@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -43,30 +44,30 @@ def render_train_result(result, console: Console) -> None:
 
 def render_evaluation(run_dir: Path, metrics: dict, console: Console) -> None:
     """The headline numbers of ``hcc-exp evaluate`` (full tables are in RUN_DIR/evaluation)."""
-    table = Table(title=f"Evaluation of {run_dir}")
-    table.add_column("split")
-    table.add_column("OS C-index [95% CI]", justify="right")
-    table.add_column("RFS C-index [95% CI]", justify="right")
-    table.add_column("MVI F1", justify="right")
-    table.add_column("MVI AUC", justify="right")
-    table.add_column("OS HR (high vs low)", justify="right")
-    table.add_column("OS oracle share", justify="right")
+    table = Table(title=f"Evaluation of {run_dir} (more in evaluation/tables)", box=box.SIMPLE_HEAD)
+    table.add_column("split", no_wrap=True)
+    table.add_column("OS C [95% CI]", justify="right", no_wrap=True)
+    table.add_column("RFS C [95% CI]", justify="right", no_wrap=True)
+    table.add_column("MVI F1", justify="right", no_wrap=True)
+    table.add_column("MVI AUC", justify="right", no_wrap=True)
+    table.add_column("OS share*", justify="right", min_width=9)
     for split in SPLITS:
         if f"{split}/os/c_index" not in metrics:
             continue
 
         def ci(task: str, split: str = split) -> str:
             base = f"{split}/{task}/c_index"
-            return f"{_fmt(metrics.get(base))} [{_fmt(metrics.get(base + '_ci_low'))}-{_fmt(metrics.get(base + '_ci_high'))}]"
+            low, high = _fmt(metrics.get(base + "_ci_low"), 2), _fmt(metrics.get(base + "_ci_high"), 2)
+            return f"{_fmt(metrics.get(base), 2)} [{low}-{high}]"
 
         table.add_row(
             split,
             ci("os"),
             ci("rfs"),
-            _fmt(metrics.get(f"{split}/mvi/f1")),
-            _fmt(metrics.get(f"{split}/mvi/auc")),
-            _fmt(metrics.get(f"{split}/os/hr"), 2),
+            _fmt(metrics.get(f"{split}/mvi/f1"), 2),
+            _fmt(metrics.get(f"{split}/mvi/auc"), 2),
             _fmt(metrics.get(f"{split}/os/oracle_share"), 2),
         )
     console.print(table)
+    console.print("* OS share of the oracle margin: (model - 0.5) / (oracle - 0.5)")
     console.print(f"Tables and figures: {Path(run_dir) / 'evaluation'}")
