@@ -62,8 +62,7 @@ def run_demo(config_path: Path, console: Console) -> None:
         render_evaluation(DEMO_RUN_DIR, json.loads(evaluation.read_text(encoding="utf-8")), console)
     table = DEMO_TABLE_DIR / "ablation.md"
     if table.is_file():
-        console.rule("ablation (demo sweep)")
-        console.print(table.read_text(encoding="utf-8"))
+        console.print(f"Demo ablation table (one seed, 3 epochs per arm): {table}")
     console.print(
         f"[green]Done.[/green] Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}"
         f"  |  demo sweep: {DEMO_SWEEP_DIR}"
