@@ -708,10 +708,11 @@ def _write_figures(
 
 
 def _resolve(raw: str, run_dir: Path) -> Path:
-    """A path recorded in meta.json: as written (relative to the working directory), else
-    relative to the run folder's ancestors (the project root when runs/ moved with it)."""
+    """A path recorded in meta.json: absolute as written; a relative one belongs to the run's
+    project, so the run folder's ancestors are tried first (the nearest one holding it), and
+    the working directory last (another project's ``data/raw`` must not shadow the run's)."""
     path = Path(raw)
-    if path.exists() or path.is_absolute():
+    if path.is_absolute():
         return path
     for ancestor in run_dir.resolve().parents:
         if (ancestor / path).exists():
