@@ -74,7 +74,6 @@ import pandas as pd
 import SimpleITK as sitk
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hcc_exp.config import PHASES
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, NIFTI_SUFFIXES, REQUIRED_COLUMNS
@@ -91,6 +90,7 @@ from hcc_exp.errors import (
     UnreadableTableError,
     UnreadableVolumeError,
 )
+from hcc_exp.progress import patient_progress
 
 _TEMPLATE_FIELDS = frozenset({"phase", "name"})
 
@@ -532,14 +532,7 @@ def import_cohort(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.importing-", dir=dst.parent))
     try:
         sources: dict[Path, Path] = {tmp / COHORT_CSV: clinical_path}
-        with Progress(
-            TextColumn("importing {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            disable=not progress,
-        ) as bar:
+        with patient_progress("importing", enabled=progress) as bar:
             task = bar.add_task("patients", total=len(plans))
             for patient_id, plan in plans.items():
                 sources.update(_write_patient(plan, tmp / IMAGES_DIR / patient_id, patient_id, errors))

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hcc_exp.config import PHASES
@@ -63,6 +62,7 @@ from hcc_exp.errors import (
     UnreadableTableError,
     UnreadableVolumeError,
 )
+from hcc_exp.progress import patient_progress
 
 STRING_COLUMNS: tuple[str, ...] = ("patient_id", "institution", "split", "bclc", "tnm", "sex")
 """Columns read as text (so that ``007`` stays ``007`` and BCLC ``0`` is a stage, not a number)."""
@@ -634,14 +634,7 @@ def validate_cohort(
             for pid in dict.fromkeys(table["patient_id"])
             if isinstance(pid, str) and SAFE_PATIENT_ID.fullmatch(pid)
         ]
-        with Progress(
-            TextColumn("checking {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            disable=not progress,
-        ) as bar:
+        with patient_progress("checking", enabled=progress) as bar:
             task = bar.add_task("patients", total=len(patient_ids))
             for pid in patient_ids:
                 for phase, spacing in check_patient_files(cohort_dir, pid, phases, errors).items():
