@@ -67,6 +67,15 @@ def _wrap(text: str, width: int = 38) -> str:
     return "\n".join(lines)
 
 
+def _probability_axes(ax, xlabel: str, ylabel: str, top: float = 1.0) -> None:
+    """Square [0, 1] x [0, top] axes for ROC, calibration and reliability panels."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, top)
+    ax.set_aspect("equal")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
 def _notes_box(ax, notes: list[str]) -> None:
     """Why some horizons of a panel are missing, in small print at its lower right."""
     if notes:
@@ -187,11 +196,7 @@ def plot_time_dependent_roc(
                 label=f"{horizon_label(horizon)}: AUC = {roc.auc:.3f}",
             )
         _notes_box(ax, notes)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("1 - specificity (false positive rate)")
-        ax.set_ylabel("Sensitivity (true positive rate)")
+        _probability_axes(ax, "1 - specificity (false positive rate)", "Sensitivity (true positive rate)", top=1.01)
         ax.set_title(_panel_title(split))
         ax.legend(loc="center right" if notes else "lower right", fontsize=8.5)
     _suptitle(
@@ -215,11 +220,7 @@ def plot_binary_roc(
         fpr, tpr, auc = result
         ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="Chance")
         ax.plot(fpr, tpr, color="tab:blue", lw=2, label=f"MVI: AUC = {auc:.3f}")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("1 - specificity (false positive rate)")
-        ax.set_ylabel("Sensitivity (true positive rate)")
+        _probability_axes(ax, "1 - specificity (false positive rate)", "Sensitivity (true positive rate)", top=1.01)
         ax.legend(loc="lower right", fontsize=9)
     _suptitle(fig, "Microvascular invasion: ROC")
     return _save(fig, path)
@@ -253,11 +254,7 @@ def plot_survival_calibration(
                 label=f"{horizon_label(horizon)} ({len(shown)} group{'' if len(shown) == 1 else 's'})",
             )
         _notes_box(ax, notes)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("Predicted probability of event by horizon")
-        ax.set_ylabel("Observed (Kaplan-Meier) probability")
+        _probability_axes(ax, "Predicted probability of event by horizon", "Observed (Kaplan-Meier) probability")
         ax.set_title(_panel_title(split))
         ax.legend(loc="upper left", fontsize=8.5)
     _suptitle(fig, f"{ENDPOINT_TITLES.get(endpoint, endpoint)}: calibration by risk quantile group (95% CI)")
@@ -278,11 +275,7 @@ def plot_reliability(tables: Mapping[str, pd.DataFrame | NotEstimable], path: Pa
         ax.plot(
             table["mean_predicted"], table["observed_fraction"], "o-", color="tab:blue", label="MVI model"
         )
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("Mean predicted MVI probability")
-        ax.set_ylabel("Observed fraction with MVI")
+        _probability_axes(ax, "Mean predicted MVI probability", "Observed fraction with MVI")
         ax.legend(loc="upper left", fontsize=9)
     _suptitle(fig, "Microvascular invasion: reliability (quantile bins)")
     return _save(fig, path)
