@@ -8,7 +8,7 @@
   momentum memory bank, DWA) + ``backward`` + AdamW step on the SAME batches, taken from the
   loader beforehand so that no loading is timed.
 
-Both run on the default synthetic cohort (64 patients, seed 7) preprocessed with
+Both run on a synthetic cohort (``--patients``, default 64, seed 7) preprocessed with
 ``params.yaml`` (2 mm, 48^3). The ratio is loader samples/s over model samples/s: above 1
 the loader keeps up, and the headroom shows how much slower it could get (e.g. larger
 crops or more augmentation) before training waits for data.
@@ -45,7 +45,7 @@ TARGET = Target(5.0, "loader >= 5x the model's samples/s")
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.splitlines()[0], repeats=3)
-    parser.add_argument("--patients", type=int, default=64, help="synthetic cohort size (default 64, the demo cohort)")
+    parser.add_argument("--patients", type=int, default=64, help="synthetic cohort size (default 64; the demo cohort has 388)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic cohort seed (default 7)")
     parser.add_argument("--batches", type=int, default=0, help="batches per timed pass (default 0 = one epoch)")
     parser.add_argument("--num-workers", type=int, default=None, help="loader workers (default: trainer.num_workers)")

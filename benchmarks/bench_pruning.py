@@ -19,7 +19,7 @@ COMPLETE trial's objective.
 Trials run in this process (``workers=0``) one after the other, so both sweeps are
 deterministic given the seeds, and through a ``train`` wrapper that passes the already
 validated and preprocessed cache (``train(config, cohort=...)``): the default ``train`` would
-re-validate the 64-patient cohort (~8 s) before every trial, which is the same for both
+re-validate the cohort (~8 s for 64 patients) before every trial, which is the same for both
 sweeps and not what this benchmark measures.
 
     python benchmarks/bench_pruning.py [--trials 12] [--epochs 6] [--startup 2] [--warmup 1]

@@ -62,7 +62,7 @@ def _config(config: Path, overrides: list[str] | None):
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic cohort to (replaced if it exists).")],
-    patients: Annotated[int, typer.Option(help="Number of patients (the paper has 388).")] = 64,
+    patients: Annotated[int, typer.Option(help="Number of patients (default and the paper: 388).")] = 388,
     seed: Annotated[int, typer.Option(help="Random seed; same seed and version give identical files.")] = 7,
     quiet: QuietOpt = False,
 ) -> None:

@@ -40,7 +40,7 @@ class DataConfig(_Section):
 class SynthConfig(_Section):
     """The embedded synthetic cohort written by ``hcc-exp synth``."""
 
-    patients: int = Field(64, ge=6)
+    patients: int = Field(388, ge=6)
     seed: int = 7
 
 
@@ -50,6 +50,11 @@ class PreprocessConfig(_Section):
     Attributes:
         spacing_mm: target voxel spacing (z, y, x) in mm; the paper uses 1 mm isotropic.
         image_interpolator: SimpleITK interpolator for CT (masks always use nearest neighbour).
+        antialias: low-pass the CT along every axis that is downsampled before resampling
+            (Gaussian, ``sigma = (target / source - 1) / 2`` source voxels, the rule of
+            ``skimage.transform.resize``): without it the target voxels sample the source
+            noise instead of averaging it, so image noise, and every texture feature, depends
+            on the source scanner's pixel size and noise.
         clip_percentiles: lower and upper intensity percentiles (paper: 2.5 / 97.5) clipped
             before min-max scaling to [0, 1]; computed inside the liver when ``clip_within_liver``.
         margin_mm: width of the peritumoral band centred on the tumour boundary
@@ -61,8 +66,9 @@ class PreprocessConfig(_Section):
 
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
     image_interpolator: Literal["bspline", "linear"] = "linear"
+    antialias: bool = True
     clip_percentiles: tuple[float, float] = (2.5, 97.5)
-    clip_within_liver: bool = False
+    clip_within_liver: bool = True
     margin_mm: float = Field(4.0, gt=0)
     crop_size_vox: tuple[int, int, int] = (48, 48, 48)
     dtype: Literal["float16", "float32"] = "float16"
@@ -154,7 +160,7 @@ class MomentumConfig(_Section):
 
     enabled: bool = True
     steps: int = Field(4, ge=1)
-    rate: float = Field(0.999, ge=0, le=1)
+    rate: float = Field(0.99, ge=0, le=1)
 
 
 class AugmentConfig(_Section):

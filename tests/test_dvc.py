@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hcc_exp.config import load_config
@@ -27,6 +28,7 @@ def dvc_directory_md5(folder: Path) -> str:
     return obj.hash_info.value
 
 
+@pytest.mark.slow  # 388 patients: about 3 minutes of CPU
 def test_regenerated_default_cohort_matches_data_dvc(tmp_path):
     from hcc_exp.data.synthetic import write_synthetic_cohort
 

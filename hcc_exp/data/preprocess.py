@@ -43,6 +43,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from scipy.ndimage import gaussian_filter
 from scipy.special import ndtri
 
 from hcc_exp.config import PHASES, PreprocessConfig
@@ -235,6 +236,51 @@ def _interpolator(name: str) -> int:
 def _output_type(image: sitk.Image, interpolator: str) -> int:
     # Interpolated intensities are fractional; masks keep their integer type.
     return image.GetPixelID() if interpolator == "nearest" else sitk.sitkFloat32
+
+
+def antialias_sigmas_mm(
+    source_spacing_mm: Sequence[float], target_spacing_mm: Sequence[float]
+) -> tuple[float, ...]:
+    """Gaussian scale (mm) per axis that low-passes a volume before downsampling it.
+
+    ``sigma = max(0, (target / source - 1) / 2)`` source voxels, the anti-aliasing rule of
+    ``skimage.transform.resize``; 0 where an axis keeps or refines its spacing.
+
+    Args:
+        source_spacing_mm: voxel spacing of the input, per axis (mm).
+        target_spacing_mm: voxel spacing of the output, same axis order (mm).
+
+    Returns:
+        One sigma (mm) per axis, same order.
+    """
+    return tuple(
+        max(0.0, (float(t) / float(s) - 1.0) / 2.0) * float(s)
+        for s, t in zip(source_spacing_mm, target_spacing_mm, strict=True)
+    )
+
+
+def antialias(image: sitk.Image, target_spacing_xyz_mm: Sequence[float]) -> sitk.Image:
+    """Low-pass ``image`` (SimpleITK, x/y/z axes) for resampling to ``target_spacing_xyz_mm``.
+
+    A sampled Gaussian of :func:`antialias_sigmas_mm` per image axis
+    (``scipy.ndimage.gaussian_filter``, edges replicated), as ``skimage.transform.resize``
+    applies it; the input comes back unchanged (same object) when no axis is downsampled.
+
+    Returns:
+        A float32 image with the geometry of ``image``.
+    """
+    sigmas_mm = antialias_sigmas_mm(image.GetSpacing(), target_spacing_xyz_mm)
+    if not any(sigmas_mm):
+        return image
+    sigma_zyx_vox = [
+        s / float(d) for s, d in zip(reversed(sigmas_mm), reversed(image.GetSpacing()), strict=True)
+    ]
+    smooth = gaussian_filter(
+        sitk.GetArrayViewFromImage(image).astype(np.float32), sigma_zyx_vox, mode="nearest"
+    )
+    out = sitk.GetImageFromArray(smooth)
+    out.CopyInformation(image)
+    return out
 
 
 def clip_and_scale(
@@ -506,10 +552,12 @@ def preprocess_patient(
     for the masks the box plus each phase's tumour. Every voxel equals what
     resampling the whole grid and then cropping would give (a sub-grid has the
     same voxel centres), at a cost that grows with the box, not with the scan's
-    field of view. The clipping percentiles are taken over the phase's own voxels
-    (inside its liver mask when ``cfg.clip_within_liver``) before resampling, so
-    they do not depend on the target spacing, nor on the partial-volume voxels
-    that interpolation creates at the liver's edge.
+    field of view. With ``cfg.antialias`` each phase's CT is first low-passed along
+    the axes it is downsampled on (:func:`antialias`), so a target voxel averages the
+    source noise instead of sampling it. The clipping percentiles are taken over the
+    phase's own (anti-aliased) voxels (inside its liver mask when
+    ``cfg.clip_within_liver``) before resampling, so they do not depend on the
+    partial-volume voxels that interpolation creates at the liver's edge.
 
     Args:
         files: the patient's resolved files.
@@ -589,7 +637,9 @@ def preprocess_patient(
         for r, region_mask in enumerate(_by_region(liver=liver, margin=margin, tumour=tumour)):
             masks[(p, r, *into_box)] = region_mask[in_work]
 
-        # CT: the box only; clip levels from the phase's own voxels.
+        # CT: the box only; clip levels from the phase's own (anti-aliased) voxels.
+        if cfg.antialias:
+            ct = antialias(ct, tuple(reversed(spacing_zyx)))
         native = sitk.GetArrayViewFromImage(ct)
         reference_mask = None
         if cfg.clip_within_liver:

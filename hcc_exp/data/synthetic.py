@@ -10,7 +10,7 @@ can report what share of it a model recovers.
 Generative model (per patient, latent factors standardised unless stated):
 
 * ``tumour_radius_mm`` (8-30 mm, log-normal), its z-score ``size_z``;
-* ``heterogeneity``: intratumoural blob texture (3-6 mm blobs, 3-25 HU), expressed
+* ``heterogeneity``: intratumoural blob texture (about 9 mm blobs, 3-25 HU), expressed
   with weight 1.0 in the portal venous phase and 0.4 in the arterial and delayed
   phases, which also carry outcome-free texture of their own;
 * ``capsule_integrity`` in (0, 1): fraction and strength of the delayed-phase
@@ -64,7 +64,7 @@ from hcc_exp.data.contract import (
 from hcc_exp.data.io import image_from_array, write_nifti
 from hcc_exp.errors import CohortError, ConfigError, MissingColumnError, MissingFileError
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 """Bumped whenever the generator changes the bytes written for a given seed."""
 
 MIN_PATIENTS = 6
@@ -88,6 +88,16 @@ DROPOUT_MEAN_DAYS = 1700.0
 WEIBULL_SHAPE = 1.1
 DEATH_SCALE_DAYS = 2500.0
 RELAPSE_SCALE_DAYS = 1200.0
+
+HETEROGENEITY_BLOB_SIGMA_MM = 3.5
+"""Gaussian scale of the prognostic intratumoural texture: blobs about 9 mm across, resolved
+at the demo's 2 mm voxels (a 2 mm scale, 5 mm blobs, was mostly averaged away there)."""
+
+NUISANCE_BLOB_SIGMA_MM = 2.0
+"""Gaussian scale of the outcome-free intratumoural texture and of the halo's patches."""
+
+HALO_DECAY_MM = 5.0
+"""e-folding distance of the peritumoral enhancement halo outside the tumour surface."""
 
 HETEROGENEITY_PHASE_WEIGHT: dict[str, float] = {"arterial": 0.4, "portal": 1.0, "delayed": 0.4}
 """Expression of the prognostic tumour texture per phase (portal venous strongest)."""
@@ -531,10 +541,10 @@ def synthesize_volumes(
         np.maximum(w_sat, _ramp(f32(rng.uniform(1.5, 3.5)) - d, 0.8), out=w_sat)
     w_sat *= 1.0 - w_tumour
 
-    t_het = _texture(rng, rho.shape, 2.0, spacing_zyx)
-    t_nuis = _texture(rng, rho.shape, 2.0, spacing_zyx)
-    # Patchy halo: decays over ~3 mm outside the surface, patches from the nuisance texture.
-    w_halo = (1.0 - w_tumour) * np.exp(np.minimum(inside_mm, 0.0) * f32(1.0 / 3.0))
+    t_het = _texture(rng, rho.shape, HETEROGENEITY_BLOB_SIGMA_MM, spacing_zyx)
+    t_nuis = _texture(rng, rho.shape, NUISANCE_BLOB_SIGMA_MM, spacing_zyx)
+    # Patchy halo: decays over HALO_DECAY_MM outside the surface, patches from the nuisance texture.
+    w_halo = (1.0 - w_tumour) * np.exp(np.minimum(inside_mm, 0.0) * f32(1.0 / HALO_DECAY_MM))
     w_halo *= np.clip(1.0 + 0.8 * t_nuis, 0.0, 2.0) * w_liver[box]
     het_tex = t_het * w_tumour
     nuis_tex = t_nuis * w_tumour

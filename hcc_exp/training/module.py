@@ -72,9 +72,9 @@ class MultiTaskModule(pl.LightningModule):
     def inference_network(self) -> torch.nn.Module:
         """The network used for predictions.
 
-        With the memory bank this is the online network: with few steps per epoch (small
-        cohorts) the momentum target at rate 0.999 stays close to its initialisation, while
-        the online network is the one the gradients train.
+        With the memory bank this is the online network, the one the gradients train: the
+        momentum target trails it by about ``1 / (1 - rate)`` steps (100 at the default
+        0.99; torchsurv's 0.999 would leave it near its initialisation on a small cohort).
         """
         return self.momentum.online if self.momentum is not None else self.network
 

@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
 
 from hcc_exp.config import PHASES, PreprocessConfig
 from hcc_exp.data.cache import CURRENT, MANIFEST, REGIONS, current_cache
 from hcc_exp.data.contract import PatientFiles
 from hcc_exp.data.io import image_from_array, physical_extent_mm, read_volume, write_nifti
 from hcc_exp.data.preprocess import (
+    antialias,
+    antialias_sigmas_mm,
     cache_key,
     clip_and_scale,
     crop_around,
@@ -171,6 +174,37 @@ def test_resample_onto_puts_another_grid_on_the_reference_grid():
     np.testing.assert_allclose(physical_centroid(on_a), centre_xyz, atol=0.5)
 
 
+# --------------------------------------------------------------------------- anti-aliasing
+def test_antialias_sigmas_follow_the_skimage_rule():
+    # skimage.transform.resize: sigma = max(0, (factor - 1) / 2) input voxels.
+    sigmas = antialias_sigmas_mm((0.8, 0.8, 3.0), (2.0, 2.0, 2.0))
+    assert sigmas == pytest.approx((0.6, 0.6, 0.0))
+    assert antialias_sigmas_mm((1.0, 2.0, 5.0), (1.0, 1.0, 1.0)) == (0.0, 0.0, 0.0)
+
+
+def test_antialias_filters_the_downsampled_axes_in_the_right_order():
+    noise = np.random.default_rng(5).normal(size=(12, 40, 30)).astype(np.float32)  # (z, y, x)
+    image = image_from_array(noise, (0.5, 0.8, 3.0))  # spacing (x, y, z)
+    out = sitk.GetArrayFromImage(antialias(image, (2.0, 2.0, 2.0)))
+    # x: 0.5 -> 2 mm (1.5 voxels), y: 0.8 -> 2 mm (0.75 voxels), z refined: not filtered.
+    expected = gaussian_filter(noise.astype(np.float64), (0.0, 0.75, 1.5), mode="nearest")
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.shape == noise.shape and out.dtype == np.float32
+    assert antialias(image, (0.5, 0.8, 3.0)) is image  # nothing downsampled
+
+
+def test_antialiased_resampling_averages_the_noise_of_fine_pixels():
+    # White noise on 0.7 mm pixels resampled to 2 mm: without the low-pass the 2 mm voxels
+    # sample single noisy pixels; with it they average about (2 / 0.7)^2 of them.
+    noise = np.random.default_rng(6).normal(size=(10, 150, 150)).astype(np.float32)
+    image = image_from_array(noise, (0.7, 0.7, 2.0))
+    plain = sitk.GetArrayFromImage(resample_to_spacing(image, (2.0, 2.0, 2.0), "linear"))
+    smooth = sitk.GetArrayFromImage(
+        resample_to_spacing(antialias(image, (2.0, 2.0, 2.0)), (2.0, 2.0, 2.0), "linear")
+    )
+    assert smooth[:, 2:-2, 2:-2].std() < 0.45 * plain[:, 2:-2, 2:-2].std()
+
+
 # --------------------------------------------------------------------------- clip and scale
 def test_clip_and_scale_equals_numpy_percentile_clipping():
     rng = np.random.default_rng(3)
@@ -281,14 +315,16 @@ def test_preprocess_patient_equals_resampling_the_whole_grid_then_cropping(tmp_p
     _write_phase(folder, "portal", (2.5, 0.8, 0.8), (16, 55, 55), centre_mm)
     _write_phase(folder, "arterial", (1.25, 1.0, 1.0), (32, 44, 44), centre_mm, origin_xyz=(-1.7, 0.6, -0.9))
     _write_phase(folder, "delayed", (2.0, 0.7, 0.7), (20, 64, 64), centre_mm, origin_xyz=(0.35, -0.35, 1.0))
-    cfg = PreprocessConfig(spacing_mm=(1.0, 1.2, 1.2), crop_size_vox=crop, margin_mm=4.0, dtype="float32")
+    cfg = PreprocessConfig(
+        spacing_mm=(1.0, 1.2, 1.2), crop_size_vox=crop, margin_mm=4.0, dtype="float32", clip_within_liver=False
+    )
     files = PatientFiles.resolve(tmp_path, "P1")
     image, masks, info = preprocess_patient(files, cfg, PHASES)
 
     reference = resample_to_spacing(read_volume(files.images["portal"]), cfg.spacing_mm, "linear", 0)
     expected_image, expected_masks = [], []
     for phase in PHASES:
-        ct = read_volume(files.images[phase])
+        ct = antialias(read_volume(files.images[phase]), tuple(reversed(cfg.spacing_mm)))
         native = sitk.GetArrayFromImage(ct).astype(np.float32)
         low, high = np.percentile(native, cfg.clip_percentiles).astype(np.float32)
         ct_grid = sitk.GetArrayFromImage(resample_onto(ct, reference, "linear", float(native.min())))
@@ -330,12 +366,14 @@ def test_preprocess_patient_on_the_real_ct_equals_the_whole_grid_recipe(real_ct_
     image, masks, info = preprocess_patient(PatientFiles.resolve(tmp_path, "R1"), cfg, PHASES)
 
     reference = resample_to_spacing(ct, cfg.spacing_mm, "linear", -1100)
+    smooth = antialias(ct, tuple(reversed(cfg.spacing_mm)))
     liver_grid = resample_onto(liver, reference, "nearest", 0)
     tumour_grid = resample_onto(tumour, reference, "nearest", 0)
     margin = sitk.GetArrayFromImage(margin_band(tumour_grid, liver_grid, cfg.margin_mm))
-    hu = sitk.GetArrayFromImage(ct)
+    hu = sitk.GetArrayFromImage(smooth)
     low, high = np.percentile(hu[liver_array > 0], cfg.clip_percentiles).astype(np.float32)
-    scaled = (np.clip(sitk.GetArrayFromImage(reference), low, high) - low) / (high - low)
+    resampled = sitk.GetArrayFromImage(resample_onto(smooth, reference, "linear", -1100))
+    scaled = (np.clip(resampled, low, high) - low) / (high - low)
     stacked = np.stack([sitk.GetArrayFromImage(liver_grid), margin, sitk.GetArrayFromImage(tumour_grid)])
     centre_grid = mask_centroid_vox(sitk.GetArrayFromImage(tumour_grid))
     want_image, want_masks = crop_around([scaled, stacked], centre_grid, cfg.crop_size_vox, pad_value=(0.0, 0))
