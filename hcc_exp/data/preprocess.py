@@ -761,6 +761,7 @@ def preprocess_cohort(
     *,
     phases: Sequence[str] = PHASES,
     progress: bool = True,
+    input_hash: str | None = None,
 ) -> PreprocessedCohort:
     """Preprocess every patient of a cohort into ``CACHE_ROOT/<cache_key>`` (layout: :mod:`hcc_exp.data.cache`).
 
@@ -772,6 +773,10 @@ def preprocess_cohort(
     valid (``hcc-exp check``); this function does not validate it. Workers come
     from a fork server (spawn where there is none), so a script calling this with
     ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
+
+    Args:
+        input_hash: :func:`hash_cohort_inputs` of ``cohort_dir`` and ``phases`` when the
+            caller has just computed it (it reads every byte of the cohort).
 
     Returns:
         The completed cache.
@@ -800,7 +805,7 @@ def preprocess_cohort(
     if repeated:
         raise PreprocessError(f"{cohort_csv} lists patient(s) more than once: {repeated}")
 
-    input_hash = hash_cohort_inputs(cohort_dir, phases)
+    input_hash = input_hash or hash_cohort_inputs(cohort_dir, phases)
     key = cache_key(cfg, input_hash)
     final = cache_root / key
     if not (final / MANIFEST).is_file():

@@ -69,13 +69,42 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+VALIDATED_DIR = ".validated"
+"""Folder under the cache root holding one marker per cohort content that passed validation."""
+
+
 def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> PreprocessedCohort:
-    """Validate the cohort and return its preprocessed cache (building it if missing)."""
-    from hcc_exp.data.preprocess import preprocess_cohort
+    """Validate the cohort and return its preprocessed cache (building it if missing).
+
+    Validation reads every volume (about a minute for the 388-patient default), so a
+    passed validation is remembered as ``CACHE_ROOT/.validated/<marker>``, keyed by the
+    hash of the cohort's bytes and of the validator's source: a sweep validates once, and
+    any change to a file, or to the rules, validates again.
+    """
+    from hcc_exp.data.io import atomic_path
+    from hcc_exp.data.preprocess import hash_cohort_inputs, preprocess_cohort
     from hcc_exp.data.validate import require_valid
 
-    require_valid(config.data.cohort_dir, progress=progress)
-    return preprocess_cohort(config.data.cohort_dir, config.data.cache_dir, config.preprocess, progress=progress)
+    input_hash = hash_cohort_inputs(config.data.cohort_dir)
+    marker = Path(config.data.cache_dir) / VALIDATED_DIR / f"{input_hash[:32]}-{_validator_hash()}"
+    if not marker.is_file():
+        require_valid(config.data.cohort_dir, progress=progress)
+        with atomic_path(marker) as tmp:
+            tmp.write_text(json.dumps({"cohort_dir": str(Path(config.data.cohort_dir).resolve())}) + "\n", encoding="utf-8")
+    return preprocess_cohort(
+        config.data.cohort_dir, config.data.cache_dir, config.preprocess, progress=progress, input_hash=input_hash
+    )
+
+
+def _validator_hash() -> str:
+    import hashlib
+
+    from hcc_exp.data import contract, validate
+
+    digest = hashlib.blake2b(digest_size=8)
+    for module in (contract, validate):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def train(

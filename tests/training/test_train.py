@@ -153,3 +153,32 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_setup):
     assert torch.equal(a[1]["image"], b[1]["image"])
     b.set_epoch(1)
     assert not torch.equal(a[1]["image"], b[1]["image"])
+
+
+def test_a_passed_validation_is_remembered_until_the_cohort_changes(tmp_path, monkeypatch):
+    import shutil
+
+    from hcc_exp.data import validate
+    from hcc_exp.errors import CohortValidationError
+    from hcc_exp.training.train import VALIDATED_DIR, prepare_cohort
+    from tests.factories import write_tiny_cohort
+
+    cohort = write_tiny_cohort(tmp_path / "cohort", n_patients=6, shape_zyx=(12, 24, 24))
+    config = _config(tmp_path, cohort, **{"data.cache_dir": str(tmp_path / "cache")})
+    calls = []
+    real = validate.validate_cohort
+    monkeypatch.setattr(validate, "validate_cohort", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    first = prepare_cohort(config, progress=False)
+    second = prepare_cohort(config, progress=False)
+    assert len(calls) == 1 and first.root == second.root
+    assert len(list((tmp_path / "cache" / VALIDATED_DIR).iterdir())) == 1
+
+    # Any change to the cohort's bytes validates again, and an invalid cohort still fails.
+    table = pd.read_csv(cohort / "cohort.csv", dtype={"patient_id": str})
+    table.loc[0, "os_event"] = 7
+    table.to_csv(cohort / "cohort.csv", index=False)
+    with pytest.raises(CohortValidationError, match="os_event"):
+        prepare_cohort(config, progress=False)
+    assert len(calls) == 2
+    shutil.rmtree(tmp_path / "cache")
