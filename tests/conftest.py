@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tests.factories import write_tiny_cohort
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Passed-validation markers (hcc_exp.training.train.validation_memo_dir) stay out of $HOME.
+os.environ["HCC_EXP_CACHE_DIR"] = tempfile.mkdtemp(prefix="hcc-exp-test-cache-")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_CT_DIR = REPO_ROOT.parent / "shared" / "data" / "real-ct"

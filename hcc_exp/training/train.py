@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
 import warnings
@@ -69,24 +70,33 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-VALIDATED_DIR = ".validated"
-"""Folder under the cache root holding one marker per cohort content that passed validation."""
+def validation_memo_dir() -> Path:
+    """Where passed validations are remembered: ``$HCC_EXP_CACHE_DIR/validated``, by default
+    ``$XDG_CACHE_HOME/hcc-exp/validated`` (``~/.cache/hcc-exp/validated``).
+
+    Outside the cohort and the preprocessed cache on purpose: both are DVC-tracked, and a
+    marker inside them would change their hash and re-run the pipeline.
+    """
+    root = os.environ.get("HCC_EXP_CACHE_DIR")
+    if not root:
+        root = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hcc-exp")
+    return Path(root) / "validated"
 
 
 def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> PreprocessedCohort:
     """Validate the cohort and return its preprocessed cache (building it if missing).
 
     Validation reads every volume (about a minute for the 388-patient default), so a
-    passed validation is remembered as ``CACHE_ROOT/.validated/<marker>``, keyed by the
-    hash of the cohort's bytes and of the validator's source: a sweep validates once, and
-    any change to a file, or to the rules, validates again.
+    passed validation is remembered in :func:`validation_memo_dir`, keyed by the hash of
+    the cohort's bytes and of the validator's source: a sweep validates once, and any
+    change to a file, or to the rules, validates again.
     """
     from hcc_exp.data.io import atomic_path
     from hcc_exp.data.preprocess import hash_cohort_inputs, preprocess_cohort
     from hcc_exp.data.validate import require_valid
 
     input_hash = hash_cohort_inputs(config.data.cohort_dir)
-    marker = Path(config.data.cache_dir) / VALIDATED_DIR / f"{input_hash[:32]}-{_validator_hash()}"
+    marker = validation_memo_dir() / f"{input_hash[:32]}-{_validator_hash()}"
     if not marker.is_file():
         require_valid(config.data.cohort_dir, progress=progress)
         with atomic_path(marker) as tmp:

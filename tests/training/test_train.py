@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -156,13 +157,13 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tiny_setup):
 
 
 def test_a_passed_validation_is_remembered_until_the_cohort_changes(tmp_path, monkeypatch):
-    import shutil
-
     from hcc_exp.data import validate
     from hcc_exp.errors import CohortValidationError
-    from hcc_exp.training.train import VALIDATED_DIR, prepare_cohort
+    from hcc_exp.training.train import prepare_cohort, validation_memo_dir
     from tests.factories import write_tiny_cohort
 
+    monkeypatch.delenv("HCC_EXP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cohort = write_tiny_cohort(tmp_path / "cohort", n_patients=6, shape_zyx=(12, 24, 24))
     config = _config(tmp_path, cohort, **{"data.cache_dir": str(tmp_path / "cache")})
     calls = []
@@ -172,7 +173,9 @@ def test_a_passed_validation_is_remembered_until_the_cohort_changes(tmp_path, mo
     first = prepare_cohort(config, progress=False)
     second = prepare_cohort(config, progress=False)
     assert len(calls) == 1 and first.root == second.root
-    assert len(list((tmp_path / "cache" / VALIDATED_DIR).iterdir())) == 1
+    assert validation_memo_dir() == tmp_path / "xdg" / "hcc-exp" / "validated"
+    assert len(list(validation_memo_dir().iterdir())) == 1
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"current.json", first.root.name}  # DVC output untouched
 
     # Any change to the cohort's bytes validates again, and an invalid cohort still fails.
     table = pd.read_csv(cohort / "cohort.csv", dtype={"patient_id": str})
@@ -181,4 +184,14 @@ def test_a_passed_validation_is_remembered_until_the_cohort_changes(tmp_path, mo
     with pytest.raises(CohortValidationError, match="os_event"):
         prepare_cohort(config, progress=False)
     assert len(calls) == 2
-    shutil.rmtree(tmp_path / "cache")
+
+
+def test_validation_memo_dir_prefers_hcc_exp_cache_dir(tmp_path, monkeypatch):
+    from hcc_exp.training.train import validation_memo_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HCC_EXP_CACHE_DIR", str(tmp_path / "mine"))
+    assert validation_memo_dir() == tmp_path / "mine" / "validated"
+    monkeypatch.delenv("HCC_EXP_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert validation_memo_dir() == Path.home() / ".cache" / "hcc-exp" / "validated"
