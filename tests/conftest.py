@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,10 +17,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Passed-validation markers (hcc_exp.training.train.validation_memo_dir) stay out of $HOME.
-os.environ["HCC_EXP_CACHE_DIR"] = tempfile.mkdtemp(prefix="hcc-exp-test-cache-")
+_MEMO_DIR = tempfile.mkdtemp(prefix="hcc-exp-test-cache-")
+os.environ["HCC_EXP_CACHE_DIR"] = _MEMO_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_CT_DIR = REPO_ROOT.parent / "shared" / "data" / "real-ct"
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_MEMO_DIR, ignore_errors=True)
 
 
 def pytest_configure(config):
