@@ -23,6 +23,7 @@ PHASES: tuple[str, ...] = ("arterial", "portal", "delayed")
 """The three contrast phases, in the channel order of every preprocessed array."""
 
 RoiStrategy = Literal["full", "tumour", "tumour_margin", "liver", "none"]
+PoolingStrategy = Literal["global", "regions"]
 LossWeighting = Literal["dwa", "static", "uncertainty"]
 
 
@@ -113,10 +114,13 @@ class ModelConfig(_Section):
     """Architecture of the multi-task network.
 
     Architecture fields left at ``None`` come from ``preset`` (see :data:`MODEL_PRESETS`).
+    ``pooling`` reduces the last feature map per ROI region (``regions``) or over the whole
+    crop (``global``, the paper's DenseNet); see :mod:`hcc_exp.models.backbone`.
     """
 
     preset: Literal["tiny", "paper"] = "tiny"
     dims: Literal["3d", "2d"] = "3d"
+    pooling: PoolingStrategy = "regions"
     stem_channels: int | None = None
     init_features: int | None = None
     growth_rate: int | None = None

@@ -70,8 +70,16 @@ def test_params_hash_ignores_workers_but_not_margin():
 def test_valid_keys_cover_sweep_parameters():
     keys = set(valid_keys())
     for key in ["phases", "roi", "augment.rotation", "augment.time_jitter_days", "augment_copies",
-                "loss.weighting", "loss.dwa_temperature", "model.dims", "momentum.enabled", "optim.lr"]:
+                "loss.weighting", "loss.dwa_temperature", "model.dims", "model.pooling", "momentum.enabled", "optim.lr"]:
         assert key in keys
+
+
+def test_pooling_defaults_to_regions_and_refuses_unknown_values():
+    assert ExperimentConfig().model.pooling == "regions"
+    assert load_config(PARAMS).model.pooling == "regions"
+    assert load_config(PARAMS, {"model.pooling": "global"}).model.pooling == "global"
+    with pytest.raises(ConfigError, match="model.pooling"):
+        load_config(PARAMS, {"model.pooling": "max"})
 
 
 def test_missing_config_file_is_named(tmp_path):

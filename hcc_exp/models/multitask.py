@@ -106,5 +106,6 @@ def build_model(config: ExperimentConfig, *, n_slices_2d: int = 1) -> HCCMultiTa
         bn_size=model_cfg.bn_size,
         dropout=model_cfg.dropout,
         n_slices=n_slices_2d,
+        pooling=model_cfg.pooling,
     )
     return HCCMultiTaskNet(backbone, dropout=model_cfg.dropout)

@@ -8,14 +8,17 @@ import torch
 from hcc_exp.config import PHASES, ExperimentConfig, ModelConfig
 from hcc_exp.errors import ConfigError
 from hcc_exp.models import MultiTaskOutput, build_model
+from hcc_exp.models.backbone import PhaseSharedBackbone, region_average
 from hcc_exp.models.roi_stem import ROI_BRANCHES
 from hcc_exp.training.losses import cox_nll, mvi_cross_entropy
 
 SIZE = 24
 
 
-def make_config(roi: str = "full", phases: tuple[str, ...] = PHASES, dims: str = "3d") -> ExperimentConfig:
-    return ExperimentConfig(roi=roi, phases=phases, model=ModelConfig(preset="tiny", dims=dims))
+def make_config(
+    roi: str = "full", phases: tuple[str, ...] = PHASES, dims: str = "3d", pooling: str = "regions"
+) -> ExperimentConfig:
+    return ExperimentConfig(roi=roi, phases=phases, model=ModelConfig(preset="tiny", dims=dims, pooling=pooling))
 
 
 def make_batch(
@@ -181,3 +184,62 @@ def test_tiny_model_overfits_eight_patients() -> None:
         losses.append(loss.item())
     # Mean of the last three steps against the first three (dropout makes single steps noisy).
     assert sum(losses[-3:]) < 0.35 * sum(losses[:3]), losses
+
+
+# --------------------------------------------------------------------------- region pooling
+def test_region_average_equals_masked_mean_on_the_feature_grid() -> None:
+    g = torch.Generator().manual_seed(3)
+    feature_map = torch.randn(2, 5, 3, 3, 3, generator=g)
+    # Regions on a 12^3 input grid: cell (i, j, k) of the 3^3 map covers a 4^3 block.
+    regions = torch.zeros(2, 2, 12, 12, 12)
+    regions[:, 0, :4, :4, :4] = 1.0  # exactly cell (0, 0, 0)
+    regions[:, 1, 4:8, :, :] = 1.0  # the whole middle slab, cells (1, *, *)
+    regions[1, 1, 4:8, :, :2] = 0.0  # half of cells (1, *, 0) on sample 1
+    pooled = region_average(feature_map, regions)
+    assert pooled.shape == (2, 2 * 5)
+    torch.testing.assert_close(pooled[:, :5], feature_map[:, :, 0, 0, 0])
+    torch.testing.assert_close(pooled[0, 5:], feature_map[0, :, 1].mean(dim=(1, 2)), atol=1e-5, rtol=1e-5)
+    weights = torch.ones(3, 3)
+    weights[:, 0] = 0.5
+    expected = (feature_map[1, :, 1] * weights).sum(dim=(1, 2)) / weights.sum()
+    torch.testing.assert_close(pooled[1, 5:], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_region_average_of_an_empty_region_is_zero() -> None:
+    pooled = region_average(torch.randn(1, 4, 2, 2, 2), torch.zeros(1, 1, 8, 8, 8))
+    assert torch.equal(pooled, torch.zeros(1, 4))
+
+
+@pytest.mark.parametrize("roi", sorted(ROI_BRANCHES))
+def test_region_pooling_has_one_average_per_roi_region(roi: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(make_config(roi=roi, pooling="regions")).eval()
+    channels = model.backbone.encoder.out_features
+    assert model.backbone.out_features_per_phase == channels * len(ROI_BRANCHES[roi])
+    image, masks = make_batch(2, 3)
+    out = model(image, masks)
+    assert all(torch.isfinite(t).all() for t in out)
+    if roi == "none":
+        # One region, the whole crop: the paper's global average.
+        torch.manual_seed(0)
+        reference = build_model(make_config(roi=roi, pooling="global")).eval()
+        reference.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model(image, masks).os_risk, reference(image, masks).os_risk)
+
+
+def test_region_pooling_reads_the_tumour_without_the_volume_dilution() -> None:
+    # A feature present only inside the tumour: the global average scales with the tumour's
+    # share of the crop, the tumour-region average does not.
+    feature_map = torch.zeros(2, 1, 4, 4, 4)
+    tumour = torch.zeros(2, 1, 4, 4, 4)
+    tumour[0, :, :1, :1, :1] = 1.0  # 1 cell
+    tumour[1, :, :2, :2, :2] = 1.0  # 8 cells
+    feature_map[tumour.bool()] = 2.0
+    global_avg = feature_map.mean(dim=(2, 3, 4)).squeeze(1)
+    assert global_avg[1] == 8 * global_avg[0]
+    torch.testing.assert_close(region_average(feature_map, tumour), torch.tensor([[2.0], [2.0]]))
+
+
+def test_unknown_pooling_is_refused() -> None:
+    with pytest.raises(ConfigError, match="pooling"):
+        PhaseSharedBackbone(3, "full", "3d", 8, 16, 8, (2,), 2, 0.0, pooling="max")  # type: ignore[arg-type]

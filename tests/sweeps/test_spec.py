@@ -168,10 +168,10 @@ def test_shipped_planted_check_reuses_ablation_arms(monkeypatch: pytest.MonkeyPa
     planted = load_sweep_spec(REPO_ROOT / "sweeps" / "planted.yaml")
     ablation = {arm.name: arm.settings for arm in load_sweep_spec(REPO_ROOT / "sweeps" / "ablation.yaml").spec.arms}
     arms = {arm.name: arm.settings for arm in planted.spec.arms}
-    assert set(arms) == {"full", "no_portal", "roi_tumour"}
+    assert set(arms) == {"full", "no_arterial", "no_portal", "no_delayed", "roi_tumour"}
     assert all(arms[name] == ablation[name] for name in arms)  # the same arms as the paper's ablation
-    assert planted.seeds == [0, 1, 2] and planted.spec.pruner.type == "none"
-    assert len(planted.cells()) == 9
+    assert planted.seeds == [0, 1] and planted.spec.pruner.type == "none"
+    assert len(planted.cells()) == 10
 
 
 def test_shipped_search_is_tpe_with_median_pruning(monkeypatch: pytest.MonkeyPatch) -> None:
