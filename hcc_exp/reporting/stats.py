@@ -6,11 +6,12 @@ reference arm ``full``:
 * across seeds: mean with a 95 % t-interval, paired t-test and Wilcoxon
   signed-rank test of the per-seed metric (paired by seed), Holm-adjusted
   across arms;
-* across patients: a paired bootstrap of Harrell's C-index difference
-  (arm minus full) where every resample draws the *same* patients for every
-  arm and seed, so the variability of the cohort cancels in the difference
-  (the C-index and its vectorised bootstrap are
-  :mod:`hcc_exp.evaluation.concordance`; this module pools them over seeds).
+* across patients: a paired bootstrap of Harrell's C-index difference and of
+  the MVI ROC AUC difference (arm minus full) where every resample draws the
+  *same* patients for every arm and seed, so the variability of the cohort
+  cancels in the difference (the C-index and its vectorised bootstrap are
+  :mod:`hcc_exp.evaluation.concordance`; the AUC's is :func:`bootstrap_auc`;
+  this module pools them over seeds).
 
 Quantities that cannot be estimated (fewer than two seeds, zero variance,
 no comparable pairs) come back as ``nan`` with a ``reason`` in words instead
@@ -188,10 +189,11 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- patients
 @dataclass(frozen=True)
 class PairedBootstrap:
-    """Paired patient bootstrap of the C-index difference, averaged over shared seeds.
+    """Paired patient bootstrap of a C-index or AUC difference, averaged over shared seeds.
 
     Attributes:
-        estimate: mean over seeds of ``C(arm, seed) - C(reference, seed)`` on all patients.
+        estimate: mean over seeds of ``C(arm, seed) - C(reference, seed)`` (or of the AUCs)
+            on all patients.
         low, high: percentile interval of that seed-averaged difference over resamples
             (nan when not estimable).
         n_patients: patients in the comparison.
@@ -261,6 +263,71 @@ def pooled_paired_c_index_difference(
     estimate = float(np.mean(estimates))
     if valid.size < 2:
         reason = "not estimable: fewer than 2 resamples with comparable pairs"
+        return PairedBootstrap(estimate, math.nan, math.nan, n_patients, arm.shape[0], int(valid.size), reason)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
+    return PairedBootstrap(estimate, float(low), float(high), n_patients, arm.shape[0], int(valid.size))
+
+
+def bootstrap_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``scores`` for binary ``labels`` on every resample, vectorised.
+
+    The Mann-Whitney form: ``(sum of positive ranks - n1 (n1 + 1) / 2) / (n1 n0)`` with
+    average ranks for ties, which equals the trapezoidal ROC area (``roc_auc_score``).
+
+    Args:
+        labels: shape (n,), 0 / 1.
+        scores: shape (n,), higher = more likely positive.
+        indices: shape (B, n) patient positions per resample (an identity row gives the AUC
+            on all patients).
+
+    Returns:
+        shape (B,): the AUC per resample; nan where a resample holds one class only.
+    """
+    y = np.asarray(labels, dtype=float)[indices]
+    ranks = stats.rankdata(np.asarray(scores, dtype=float)[indices], axis=1)
+    n_pos = y.sum(axis=1)
+    n_neg = y.shape[1] - n_pos
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = ((ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def pooled_paired_auc_difference(
+    labels: Sequence[int] | np.ndarray,
+    arm_scores: np.ndarray,
+    reference_scores: np.ndarray,
+    resample_indices: np.ndarray,
+    confidence: float = CONFIDENCE,
+) -> PairedBootstrap:
+    """Paired patient bootstrap CI of the ROC AUC difference (arm minus reference), pooled over seeds.
+
+    The AUC counterpart of :func:`pooled_paired_c_index_difference`: the same resamples for
+    every seed pair, per-resample differences averaged over seeds, percentile interval.
+
+    Args:
+        labels: shape (n,), the binary outcome (MVI) of the n patients.
+        arm_scores: shape (s, n), predicted probability per seed of the arm, row k paired with...
+        reference_scores: shape (s, n), ...row k of the reference arm (the same seed).
+        resample_indices: shape (B, n), as for the C-index; pass the same array for every arm.
+        confidence: coverage of the percentile interval.
+    """
+    arm = np.atleast_2d(np.asarray(arm_scores, dtype=float))
+    ref = np.atleast_2d(np.asarray(reference_scores, dtype=float))
+    y = np.asarray(labels, dtype=float)
+    n_patients = int(y.size)
+    if arm.shape[0] != ref.shape[0] or arm.size == 0:
+        reason = f"not estimable: {arm.shape[0] if arm.size else 0} arm and {ref.shape[0]} reference seed(s) to pair"
+        return PairedBootstrap(math.nan, math.nan, math.nan, n_patients, 0, 0, reason)
+    if y.min() == y.max():
+        return PairedBootstrap(math.nan, math.nan, math.nan, n_patients, arm.shape[0], 0, "not estimable: one class only")
+    everyone = np.arange(n_patients)[None, :]
+    pairs = list(zip(arm, ref, strict=True))
+    estimate = float(np.mean([bootstrap_auc(y, a, everyone)[0] - bootstrap_auc(y, r, everyone)[0] for a, r in pairs]))
+    pooled = np.mean([bootstrap_auc(y, a, resample_indices) - bootstrap_auc(y, r, resample_indices) for a, r in pairs], axis=0)
+    valid = pooled[np.isfinite(pooled)]
+    if valid.size < 2:
+        reason = "not estimable: fewer than 2 resamples with both classes"
         return PairedBootstrap(estimate, math.nan, math.nan, n_patients, arm.shape[0], int(valid.size), reason)
     alpha = 1.0 - confidence
     low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])

@@ -7,8 +7,9 @@ For each split and metric the table holds, per arm:
 * the difference from ``full`` paired by seed (mean and t-interval), the
   paired t-test and Wilcoxon signed-rank p-values and their Holm adjustment
   across arms (one family per split and metric);
-* for C-indices, the paired patient bootstrap CI of the difference of the
-  seed-averaged Harrell C (same patients in every resample for every arm);
+* for C-indices and the MVI AUC, the paired patient bootstrap CI of the
+  difference of the seed-averaged Harrell C / ROC AUC (same patients in every
+  resample for every arm);
 * the oracle share (synthetic cohorts) where ``evaluation/metrics.json`` has it.
 
 :func:`build_ablation_table` reads the sweep folder and computes;
@@ -40,6 +41,7 @@ from hcc_exp.reporting.stats import (
     holm_adjust,
     mean_t_interval,
     paired_seed_comparison,
+    pooled_paired_auc_difference,
     pooled_paired_c_index_difference,
 )
 from hcc_exp.reporting.sweep_folder import (
@@ -69,6 +71,10 @@ SURVIVAL_COLUMNS: dict[str, tuple[str, str, str]] = {
     "rfs": ("rfs_risk", "rfs_time_days", "rfs_event"),
 }
 """Endpoint -> (prediction column, label time column, label event column)."""
+MVI_COLUMNS: tuple[str, str] = ("mvi_prob", "mvi")
+"""(prediction column, label column) of the MVI task."""
+BOOTSTRAP_METRICS: tuple[str, ...] = ("os/c_index", "rfs/c_index", "mvi/auc")
+"""Metrics with a paired patient bootstrap of the difference from the reference arm."""
 _LOWER_IS_BETTER = ("brier", "loss", "error", "ece")
 _METRIC_WORDS = {"c_index": "C-index", "f1": "F1", "auc": "AUC", "accuracy": "accuracy", "oracle_share": "oracle share"}
 
@@ -151,12 +157,22 @@ def _is_c_index(metric: str) -> bool:
     return task in SURVIVAL_COLUMNS and name == "c_index"
 
 
+def _has_bootstrap(metric: str) -> bool:
+    return metric in BOOTSTRAP_METRICS
+
+
 # --------------------------------------------------------------------------- bootstrap inputs
 @dataclass(frozen=True)
 class _SurvivalData:
     time: np.ndarray
     event: np.ndarray
     risks: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,)
+
+
+@dataclass(frozen=True)
+class _ClassificationData:
+    labels: np.ndarray  # (patients,) 0 / 1
+    scores: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,) probability
 
 
 class _Loader:
@@ -186,46 +202,58 @@ class _Loader:
             RunFolderError: a file is missing, or two runs' caches disagree on a patient's outcome.
         """
         risk_column, time_column, event_column = SURVIVAL_COLUMNS[task]
+        labels, risks = self._aligned(runs, split, risk_column, (time_column, event_column), task.upper())
+        return _SurvivalData(
+            time=labels[time_column].to_numpy(float),
+            event=labels[event_column].to_numpy(float).astype(bool),
+            risks=risks,
+        )
+
+    def classification(self, runs: Sequence[RunRecord], split: str) -> _ClassificationData:
+        """MVI labels and predicted probabilities of the patients of ``split`` present in every run."""
+        labels, scores = self._aligned(runs, split, MVI_COLUMNS[0], (MVI_COLUMNS[1],), "MVI")
+        return _ClassificationData(labels=labels[MVI_COLUMNS[1]].to_numpy(float).astype(int), scores=scores)
+
+    def _aligned(
+        self, runs: Sequence[RunRecord], split: str, score_column: str, label_columns: tuple[str, ...], what: str
+    ) -> tuple[pd.DataFrame, dict[str, dict[int, np.ndarray]]]:
+        """Labels (one row per patient) and per-arm, per-seed scores on the patients shared by every run."""
         per_run: list[pd.Series] = []
         for run in runs:
             frame = self.predictions(run)
-            if risk_column not in frame.columns:
-                raise RunFolderError(f"{run.run_dir}/predictions.csv has no column {risk_column}")
+            if score_column not in frame.columns:
+                raise RunFolderError(f"{run.run_dir}/predictions.csv has no column {score_column}")
             rows = frame[frame["split"] == split]
-            per_run.append(pd.Series(rows[risk_column].to_numpy(float), index=rows["patient_id"].astype(str)))
+            per_run.append(pd.Series(rows[score_column].to_numpy(float), index=rows["patient_id"].astype(str)))
         patients = sorted(set.intersection(*(set(s[np.isfinite(s.to_numpy())].index) for s in per_run)))
         if not patients:
-            raise RunFolderError(f"no {split} patient has a finite {risk_column} in every run")
+            raise RunFolderError(f"no {split} patient has a finite {score_column} in every run")
 
         reference_labels: pd.DataFrame | None = None
         for run in runs:
             labels = self.labels(run)
-            missing = [c for c in (time_column, event_column) if c not in labels.columns]
+            missing = [c for c in label_columns if c not in labels.columns]
             if missing:
                 raise RunFolderError(f"labels of {run.cache_dir} lack column(s) {missing}")
             table = labels.drop_duplicates("patient_id").set_index("patient_id")
             absent = [p for p in patients if p not in table.index]
             if absent:
                 raise RunFolderError(f"labels of {run.cache_dir} lack patient(s) {absent[:5]} predicted by {run.run_dir}")
-            outcome = table.loc[patients, [time_column, event_column]].astype(float)
+            outcome = table.loc[patients, list(label_columns)].astype(float)
             if reference_labels is None:
                 reference_labels = outcome
             elif not np.allclose(outcome.to_numpy(), reference_labels.to_numpy()):
                 differing = outcome.index[(outcome != reference_labels).any(axis=1)].tolist()
                 raise RunFolderError(
-                    f"runs disagree on {task.upper()} labels (cache {run.cache_dir}, patient(s) {differing[:5]}): "
+                    f"runs disagree on {what} labels (cache {run.cache_dir}, patient(s) {differing[:5]}): "
                     "arms must be compared on the same cohort"
                 )
         if reference_labels is None:
-            raise RunFolderError(f"no run to read {split} {task.upper()} labels from")
-        risks: dict[str, dict[int, np.ndarray]] = {}
+            raise RunFolderError(f"no run to read {split} {what} labels from")
+        scores: dict[str, dict[int, np.ndarray]] = {}
         for run, series in zip(runs, per_run, strict=True):
-            risks.setdefault(run.arm, {})[run.seed] = series.loc[patients].to_numpy(float)
-        return _SurvivalData(
-            time=reference_labels[time_column].to_numpy(float),
-            event=reference_labels[event_column].to_numpy(float).astype(bool),
-            risks=risks,
-        )
+            scores.setdefault(run.arm, {})[run.seed] = series.loc[patients].to_numpy(float)
+        return reference_labels, scores
 
 
 # --------------------------------------------------------------------------- build
@@ -335,24 +363,25 @@ def _metric_rows(
     reference_values = _seed_values(runs_by_arm.get(reference_arm, []), key)
     oracle_key = f"{split}/{task}/oracle_share"
 
-    survival: _SurvivalData | None = None
+    data: _SurvivalData | _ClassificationData | None = None
     indices: np.ndarray | None = None
-    bootstrap_reason = "not applicable: patient bootstrap is for C-indices"
-    if _is_c_index(metric):
+    bootstrap_reason = f"not applicable: patient bootstrap is for {', '.join(BOOTSTRAP_METRICS)}"
+    if _has_bootstrap(metric):
         all_runs = [run for arm in arms for run in runs_by_arm[arm]]
         if not runs_by_arm.get(reference_arm):
             bootstrap_reason = f"not estimable: reference arm '{reference_arm}' has no run"
         else:
             try:
-                survival = loader.survival(all_runs, split, task)
+                data = loader.survival(all_runs, split, task) if _is_c_index(metric) else loader.classification(all_runs, split)
             except HccExpError as exc:
                 bootstrap_reason = f"not estimable: {exc}"
                 notes.append(f"{key} bootstrap: {exc}")
             else:
                 split_index = SPLITS.index(split) if split in SPLITS else len(SPLITS)
-                task_index = list(SURVIVAL_COLUMNS).index(task)
-                rng = np.random.default_rng([seed, split_index, task_index])
-                indices = bootstrap_indices(survival.time.size, n_bootstrap, rng)
+                metric_index = BOOTSTRAP_METRICS.index(metric)
+                rng = np.random.default_rng([seed, split_index, metric_index])
+                n_patients = data.time.size if isinstance(data, _SurvivalData) else data.labels.size
+                indices = bootstrap_indices(n_patients, n_bootstrap, rng)
 
     rows: list[dict[str, Any]] = []
     for arm in arms:
@@ -371,15 +400,19 @@ def _metric_rows(
         elif not common:
             test_note = f"not estimable: no seed shared with '{reference_arm}'"
 
-        if survival is not None and indices is not None:
-            arm_risks, reference_risks = survival.risks.get(arm, {}), survival.risks[reference_arm]
+        if data is not None and indices is not None:
+            by_seed = data.risks if isinstance(data, _SurvivalData) else data.scores
+            arm_risks, reference_risks = by_seed.get(arm, {}), by_seed[reference_arm]
             shared = sorted(set(arm_risks) & set(reference_risks))
             if shared:
-                boot = pooled_paired_c_index_difference(
-                    survival.time, survival.event,
-                    np.stack([arm_risks[s] for s in shared]), np.stack([reference_risks[s] for s in shared]),
-                    indices, confidence,
-                )  # fmt: skip
+                arm_matrix = np.stack([arm_risks[s] for s in shared])
+                reference_matrix = np.stack([reference_risks[s] for s in shared])
+                if isinstance(data, _SurvivalData):
+                    boot = pooled_paired_c_index_difference(
+                        data.time, data.event, arm_matrix, reference_matrix, indices, confidence
+                    )
+                else:
+                    boot = pooled_paired_auc_difference(data.labels, arm_matrix, reference_matrix, indices, confidence)
             else:
                 boot = _nan_bootstrap(f"not estimable: no seed with predictions shared with '{reference_arm}'")
         else:
@@ -470,7 +503,8 @@ def method_paragraph(table: AblationTable) -> str:
         f"Reference arm: '{table.reference_arm}'. Each cell is the mean over seeds with its {pct} t-interval. "
         f"Δ = arm − {table.reference_arm}, paired by seed (mean and {pct} t-interval); p-values from the paired "
         "t-test and the Wilcoxon signed-rank test over seeds, Holm-adjusted across arms within each split and "
-        f"metric. 'Δ C bootstrap' is Harrell's C-index difference averaged over the seeds both arms share, with the "
+        f"metric. 'Δ bootstrap' is the difference of Harrell's C-index (OS, RFS) or of the MVI ROC AUC, averaged "
+        f"over the seeds both arms share, with the "
         f"{pct} percentile interval over {table.n_bootstrap} patient resamples (seed {table.seed}) drawn "
         "identically for every arm and seed. #k = rank of the arm's mean (1 = best)."
     )
@@ -531,7 +565,7 @@ def split_blocks(table: AblationTable, split: str) -> list[doc.Block]:
 
     diff_header = (
         "metric", "arm", "pairs", "Δ [CI]", "p t-test", "p t (Holm)", "p Wilcoxon", "p Wilcoxon (Holm)",
-        "Δ C bootstrap [CI]",
+        "Δ bootstrap [CI]",
     )  # fmt: skip
     diff_rows = []
     for metric in metrics:
@@ -542,7 +576,7 @@ def split_blocks(table: AblationTable, split: str) -> list[doc.Block]:
                     format_interval(r["diff_mean"], r["diff_ci_low"], r["diff_ci_high"], signed=True),
                     format_p(r["t_p"]), format_p(r["t_p_holm"]), format_p(r["wilcoxon_p"]), format_p(r["wilcoxon_p_holm"]),
                     format_interval(r["boot_diff"], r["boot_ci_low"], r["boot_ci_high"], signed=True)
-                    if _is_c_index(metric) else "",
+                    if _has_bootstrap(metric) else "",
                 )
             )  # fmt: skip
     return [
@@ -621,7 +655,7 @@ def plot_forest(table: AblationTable, path: Path, *, splits: Sequence[str] | Non
             ax = axes[i][j]
             rows = table.rows[(table.rows["split"] == split) & (table.rows["metric"] == metric)].set_index("arm")
             ax.axvline(0.0, color="#555", linewidth=1, linestyle="--", zorder=1)
-            both = _is_c_index(metric)
+            both = _has_bootstrap(metric)
             label_transform = blended_transform_factory(ax.transAxes, ax.transData)
             for k, arm in enumerate(arms):
                 r = rows.loc[arm] if arm in rows.index else None
@@ -642,9 +676,9 @@ def plot_forest(table: AblationTable, path: Path, *, splits: Sequence[str] | Non
             ax.tick_params(axis="x", labelbottom=True)
         axes[i][0].set_ylabel("arm", fontsize=9)
     handles = [Line2D([], [], color=seed_colour, marker="o", linestyle="-", label=f"mean over seeds, {pct} t-interval")]
-    if any(_is_c_index(m) for m in metrics):
+    if any(_has_bootstrap(m) for m in metrics):
         handles.append(
-            Line2D([], [], color=boot_colour, marker="s", linestyle="-", label=f"C-index: paired patient bootstrap, {pct} CI")
+            Line2D([], [], color=boot_colour, marker="s", linestyle="-", label=f"paired patient bootstrap, {pct} CI")
         )
     handles.append(
         Line2D([], [], color="#555", marker="o", markerfacecolor="white", linestyle="none", label="no interval (not estimable)")

@@ -49,7 +49,7 @@ def test_report_content(report):
         assert "Best run per arm" in text and "Trials" in text
         for arm in ("full", "no_jitter", "no_venous"):
             assert f"Arm &#x27;{arm}&#x27;" in text or f"Arm '{arm}'" in text
-        assert "OS C-index" in text and "Δ C bootstrap" in text
+        assert "OS C-index" in text and "Δ bootstrap" in text
     # Trial counts row of no_jitter: 3 seeds used, 3 complete, 1 failed, 0 pruned, 0 running, 0 waiting, 4 total
     assert "| no_jitter | 3 | 3 | 1 | 0 | 0 | 0 | 4 |" in markdown
     assert "| all | 9 | 9 | 1 | 1 | 0 | 0 | 11 |" in markdown

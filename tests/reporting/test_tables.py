@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 from scipy import stats
+from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 from statsmodels.stats.multitest import multipletests
 
@@ -110,6 +111,23 @@ def test_paired_bootstrap_of_the_worse_arm_excludes_zero(table, sweep):
         diffs.append(c["no_venous"] - c["full"])
     assert table.row("external", "os/c_index", "no_venous")["boot_diff"] == pytest.approx(np.mean(diffs))
     assert isinstance(table.row("external", "mvi/f1", "no_venous")["boot_note"], str)
+
+
+def test_paired_auc_bootstrap_of_the_worse_arm(table, sweep):
+    row = table.row("internal", "mvi/auc", "no_venous")
+    assert row["boot_ci_low"] < row["boot_diff"] < row["boot_ci_high"] < 0
+    assert row["boot_n_seeds"] == 3
+    # The point estimate is the mean per-seed ROC AUC difference (scikit-learn).
+    labels = sweep.labels[sweep.labels["split"] == "internal"]
+    diffs = []
+    for seed in SEEDS:
+        auc = {}
+        for arm in ("no_venous", "full"):
+            pred = sweep.predictions[(arm, seed)].set_index("patient_id").loc[labels["patient_id"]]
+            auc[arm] = roc_auc_score(labels["mvi"].to_numpy(int), pred["mvi_prob"].to_numpy())
+        diffs.append(auc["no_venous"] - auc["full"])
+    assert row["boot_diff"] == pytest.approx(np.mean(diffs), abs=1e-12)
+    assert table.row("internal", "mvi/auc", "full")["boot_diff"] == 0.0
 
 
 def test_failed_and_pruned_trials_are_counted(table):
