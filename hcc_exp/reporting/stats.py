@@ -215,6 +215,18 @@ class PairedBootstrap:
         return self.reason is None
 
 
+def _percentile_interval(
+    estimate: float, pooled: np.ndarray, n_patients: int, n_seeds: int, confidence: float, too_few: str
+) -> PairedBootstrap:
+    """Percentile interval of the seed-averaged per-resample differences ``pooled`` (B,), nan ones left out."""
+    valid = pooled[np.isfinite(pooled)]
+    if valid.size < 2:
+        return PairedBootstrap(estimate, math.nan, math.nan, n_patients, n_seeds, int(valid.size), too_few)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
+    return PairedBootstrap(estimate, float(low), float(high), n_patients, n_seeds, int(valid.size))
+
+
 def pooled_paired_c_index_difference(
     time: Sequence[float] | np.ndarray,
     event: Sequence[bool] | np.ndarray,
@@ -258,15 +270,10 @@ def pooled_paired_c_index_difference(
             return PairedBootstrap(math.nan, math.nan, math.nan, n_patients, arm.shape[0], 0, f"not estimable: {result.reason}")
         estimates.append(result.estimate)
         differences.append(result.resample_differences)
-    pooled = np.mean(differences, axis=0)
-    valid = pooled[np.isfinite(pooled)]
-    estimate = float(np.mean(estimates))
-    if valid.size < 2:
-        reason = "not estimable: fewer than 2 resamples with comparable pairs"
-        return PairedBootstrap(estimate, math.nan, math.nan, n_patients, arm.shape[0], int(valid.size), reason)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-    return PairedBootstrap(estimate, float(low), float(high), n_patients, arm.shape[0], int(valid.size))
+    return _percentile_interval(
+        float(np.mean(estimates)), np.mean(differences, axis=0), n_patients, arm.shape[0], confidence,
+        "not estimable: fewer than 2 resamples with comparable pairs",
+    )  # fmt: skip
 
 
 def bootstrap_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -325,10 +332,6 @@ def pooled_paired_auc_difference(
     pairs = list(zip(arm, ref, strict=True))
     estimate = float(np.mean([bootstrap_auc(y, a, everyone)[0] - bootstrap_auc(y, r, everyone)[0] for a, r in pairs]))
     pooled = np.mean([bootstrap_auc(y, a, resample_indices) - bootstrap_auc(y, r, resample_indices) for a, r in pairs], axis=0)
-    valid = pooled[np.isfinite(pooled)]
-    if valid.size < 2:
-        reason = "not estimable: fewer than 2 resamples with both classes"
-        return PairedBootstrap(estimate, math.nan, math.nan, n_patients, arm.shape[0], int(valid.size), reason)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2])
-    return PairedBootstrap(estimate, float(low), float(high), n_patients, arm.shape[0], int(valid.size))
+    return _percentile_interval(
+        estimate, pooled, n_patients, arm.shape[0], confidence, "not estimable: fewer than 2 resamples with both classes"
+    )
