@@ -221,6 +221,47 @@ def oracle_metrics(oracle: pd.DataFrame, labels: pd.DataFrame) -> dict[str, floa
     return out
 
 
+ORACLE_SHARE_METRICS: tuple[tuple[str, str], ...] = (("os", "c_index"), ("rfs", "c_index"), ("mvi", "auc"))
+"""(task, metric) pairs that have an oracle counterpart ``<split>/<task>/oracle_<metric>``."""
+
+
+def oracle_shares(metrics: dict[str, float], oracle: dict[str, float]) -> dict[str, float]:
+    """``<split>/<task>/oracle_share = (model - 0.5) / (oracle - 0.5)`` wherever both are known.
+
+    Args:
+        metrics: flat run metrics (``internal/os/c_index``, ...).
+        oracle: :func:`oracle_metrics` of the same cohort.
+
+    Returns:
+        The shares that are defined (finite model value, oracle above 0.5).
+    """
+    out: dict[str, float] = {}
+    for split in SPLITS:
+        for task, metric in ORACLE_SHARE_METRICS:
+            model = metrics.get(f"{split}/{task}/{metric}")
+            reference = oracle.get(f"{split}/{task}/oracle_{metric}")
+            if model is None or reference is None or not np.isfinite(model) or reference <= 0.5:
+                continue
+            out[f"{split}/{task}/oracle_share"] = (float(model) - 0.5) / (reference - 0.5)
+    return out
+
+
+def run_oracle(run_dir: Path, meta: dict) -> dict[str, float] | None:
+    """:func:`oracle_metrics` of a run's cohort, or None when it has no ``oracle.csv`` (a real cohort).
+
+    Args:
+        run_dir: the run folder (relative paths in ``meta`` are resolved from it).
+        meta: its ``meta.json`` (``cohort_dir``, ``cache_dir``).
+    """
+    if not meta.get("cohort_dir") or not meta.get("cache_dir"):
+        return None
+    oracle_path = _resolve(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
+    if not oracle_path.is_file():
+        return None
+    labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
+    return oracle_metrics(pd.read_csv(oracle_path, dtype={"patient_id": str}), labels)
+
+
 # --------------------------------------------------------------------------- per endpoint
 def _seeded(cfg: EvaluationConfig, *stream: int) -> np.random.Generator:
     """Independent, order-free generator per (split, task): the same split gives the same resamples."""
@@ -770,11 +811,7 @@ def evaluate_run(
     cfg = cfg or _run_config(run_dir)
     labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
     predictions = pd.read_csv(predictions_path, dtype={"patient_id": str})
-    oracle = None
-    if meta.get("cohort_dir"):
-        oracle_path = _resolve(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
-        if oracle_path.is_file():
-            oracle = oracle_metrics(pd.read_csv(oracle_path, dtype={"patient_id": str}), labels)
+    oracle = run_oracle(run_dir, meta)
     out_dir = run_dir / EVALUATION_DIR
     if not show_progress:
         return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)

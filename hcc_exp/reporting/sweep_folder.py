@@ -23,7 +23,8 @@ import pandas as pd
 import yaml
 
 from hcc_exp.data.cache import PreprocessedCohort
-from hcc_exp.errors import RunFolderError, SweepError
+from hcc_exp.errors import HccExpError, RunFolderError, SweepError
+from hcc_exp.evaluation.evaluate import oracle_shares, run_oracle
 
 SWEEP_YAML = "sweep.yaml"
 TRIALS_CSV = "trials.csv"
@@ -304,6 +305,7 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
     trials = trials.sort_values("number", kind="stable").reset_index(drop=True)
 
     by_key: dict[tuple[str, int], RunRecord] = {}
+    oracles: dict[tuple[str, str], dict[str, float] | None] = {}
     for row in trials[trials["state"] == "COMPLETE"].itertuples(index=False):
         label = f"trial {row.number} (arm {row.arm}, seed {row.seed})"
         run_dir = _resolve_run_dir(root, row.run_dir, row.number)
@@ -324,6 +326,17 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
         value = _as_float(row.value)
         if math.isnan(value):
             value = metrics.get(objective.metric, math.nan)
+        if not any(key.endswith("/oracle_share") for key in metrics):
+            # A trial that was not evaluated: its oracle share from the cohort's oracle.csv.
+            cohort = (str(meta.get("cohort_dir")), str(meta.get("cache_dir")))
+            if cohort not in oracles:
+                try:
+                    oracles[cohort] = run_oracle(run_dir, meta)
+                except HccExpError as exc:
+                    oracles[cohort] = None
+                    notes.append(f"{label}: oracle not read: {exc}")
+            if oracles[cohort]:
+                metrics = {**metrics, **oracle_shares(metrics, oracles[cohort])}
         record = RunRecord(
             trial=None if pd.isna(row.number) else int(row.number),
             arm=str(arm),

@@ -247,3 +247,41 @@ def test_metric_labels():
     assert metric_label("os/c_index") == "OS C-index"
     assert metric_label("mvi/f1") == "MVI F1"
     assert metric_label("os/auc_365d") == "OS AUC 365d"
+
+
+def test_unevaluated_trials_get_their_oracle_share_from_the_cohort(tmp_path):
+    # Sweep trials are not evaluated: the table reads the cohort's oracle.csv itself.
+    sweep = write_fake_sweep(tmp_path / "planted", {"full": (0, 1), "no_venous": (0, 1)}, failed={}, pruned={},
+                             evaluated_arms=())  # fmt: skip
+    labels = sweep.labels
+    rng = np.random.default_rng(5)
+    oracle = pd.DataFrame(
+        {
+            "patient_id": labels["patient_id"],
+            "os_linear_predictor": -np.log(labels["os_time_days"].to_numpy(float)) + rng.normal(0, 0.3, len(labels)),
+            "rfs_linear_predictor": rng.normal(size=len(labels)),
+            "mvi_probability": np.clip(labels["mvi"] * 0.6 + rng.uniform(0, 0.4, len(labels)), 0, 1),
+        }
+    )
+    (tmp_path / "cohort").mkdir()
+    oracle.to_csv(tmp_path / "cohort" / "oracle.csv", index=False)
+    table = build_ablation_table(sweep.root, n_bootstrap=50, seed=0)
+    external = labels[labels["split"] == "external"]
+    merged = external.merge(oracle, on="patient_id")
+    oracle_c = concordance_index_censored(
+        merged["os_event"].astype(bool).to_numpy(), merged["os_time_days"].to_numpy(float), merged["os_linear_predictor"]
+    )[0]
+    expected = np.mean([(sweep.metrics[("full", s)]["external/os/c_index"] - 0.5) / (oracle_c - 0.5) for s in (0, 1)])
+    assert oracle_c > 0.6
+    assert table.row("external", "os/c_index", "full")["oracle_share"] == pytest.approx(expected, abs=1e-12)
+    oracle_auc = roc_auc_score(merged["mvi"], merged["mvi_probability"])
+    expected_mvi = np.mean([(sweep.metrics[("no_venous", s)]["external/mvi/auc"] - 0.5) / (oracle_auc - 0.5) for s in (0, 1)])
+    assert table.row("external", "mvi/auc", "no_venous")["oracle_share"] == pytest.approx(expected_mvi, abs=1e-12)
+
+
+def test_oracle_shares_skip_unknown_and_uninformative_oracles():
+    from hcc_exp.evaluation.evaluate import oracle_shares
+
+    metrics = {"internal/os/c_index": 0.7, "internal/rfs/c_index": 0.65, "external/mvi/auc": math.nan}
+    oracle = {"internal/os/oracle_c_index": 0.8, "internal/rfs/oracle_c_index": 0.5, "external/mvi/oracle_auc": 0.9}
+    assert oracle_shares(metrics, oracle) == {"internal/os/oracle_share": pytest.approx((0.7 - 0.5) / (0.8 - 0.5))}
