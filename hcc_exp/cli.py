@@ -190,12 +190,20 @@ def sweep(
     workers: Annotated[int, typer.Option(help="Local worker processes on the same study.")] = 1,
     join: Annotated[str | None, typer.Option(help="Storage URL of a running study to add workers to.")] = None,
     overrides: SetOpt = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Replace the file's seeds, comma-separated (e.g. 0 for a quick run).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Replace the file's name: the study and runs/<name>.")] = None,
 ) -> None:
     """Run an Optuna (default) or W&B sweep; resumable, several workers share one study."""
     from hcc_exp.config import parse_set_options
     from hcc_exp.sweeps.runner import run_sweep
+    from hcc_exp.sweeps.spec import parse_seed_list
 
-    summary = run_sweep(spec, workers=workers, join=join, overrides=parse_set_options(overrides))
+    summary = run_sweep(
+        spec, workers=workers, join=join, overrides=parse_set_options(overrides),
+        seeds=parse_seed_list(seeds) if seeds is not None else None, name=name,
+    )  # fmt: skip
     console.print(summary.to_rich_table() if hasattr(summary, "to_rich_table") else summary)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,3 +77,10 @@ def test_bad_override_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "unknown config key 'optim.learning_rate'" in result.stderr
     assert "optim.lr" in result.stderr
+
+
+def test_sweep_seeds_option_is_validated_before_anything_runs(tmp_path):
+    result = _cli("sweep", "sweeps/ablation.yaml", "--seeds", "0,x", "--name", "cli-check")
+    assert result.returncode == 2
+    assert "--seeds takes comma-separated integers" in result.stderr
+    assert not (Path("runs") / "cli-check").exists()

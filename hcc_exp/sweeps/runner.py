@@ -198,6 +198,8 @@ def prepare_sweep(
     overrides: dict[str, Any] | None = None,
     runs_root: Path | None = None,
     join: str | None = None,
+    seeds: list[int] | None = None,
+    name: str | None = None,
 ) -> PreparedSweep:
     """Validate the YAML, open or create the study, re-queue dead trials and enqueue missing cells.
 
@@ -209,12 +211,13 @@ def prepare_sweep(
         runs_root: parent of the sweep folder (default ``tracking.runs_dir``).
         join: storage URL (or journal path) of a study started elsewhere; the study's
             own spec is then used and nothing is enqueued.
+        seeds, name: replace the spec's seeds / name (``--seeds``, ``--name``).
 
     Raises:
         ConfigError: invalid YAML, unknown keys, wrong types.
         SweepError: storage problems, a same-named study with another spec, a missing study to join.
     """
-    resolved = load_sweep_spec(spec_path, overrides)
+    resolved = load_sweep_spec(spec_path, overrides, seeds=seeds, name=name)
     spec = resolved.spec
     if spec.backend != "optuna":
         raise SweepError(f"sweep '{spec.name}' uses backend: {spec.backend}; only Optuna sweeps have a study")
@@ -408,6 +411,8 @@ def run_sweep(
     train_fn: str | TrainFn | None = None,
     progress: bool = True,
     runs_root: Path | None = None,
+    seeds: list[int] | None = None,
+    name: str | None = None,
 ) -> SweepSummary:
     """Run (or resume) the sweep described by ``spec_path``.
 
@@ -419,6 +424,8 @@ def run_sweep(
         train_fn: ``"module:function"`` or an importable callable; default ``hcc_exp.training.train:train``.
         progress: Rich progress bar.
         runs_root: parent of the sweep folder (default: the base config's ``tracking.runs_dir``).
+        seeds: replace the spec's seeds (``--seeds 0``: one seed per arm for a quick run).
+        name: replace the spec's name, i.e. the study and ``runs/<name>`` (``--name``).
 
     Returns:
         The summary of every trial in the study; ``trials.csv`` is written in the sweep folder.
@@ -429,7 +436,7 @@ def run_sweep(
     """
     if workers < 0:
         raise SweepError(f"workers must be >= 0, got {workers}")
-    resolved = load_sweep_spec(spec_path, overrides)
+    resolved = load_sweep_spec(spec_path, overrides, seeds=seeds, name=name)
     spec = resolved.spec
     if spec.backend == "wandb":
         if join is not None:
@@ -451,7 +458,7 @@ def run_sweep(
         )
     fn_path = train_fn_path(train_fn) if workers > 0 else None
     fn = import_train_fn(train_fn) if workers == 0 else None
-    prepared = prepare_sweep(spec_path, overrides=overrides, runs_root=runs_root, join=join)
+    prepared = prepare_sweep(spec_path, overrides=overrides, runs_root=runs_root, join=join, seeds=seeds, name=name)
     try:
         if workers == 0:
             run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)

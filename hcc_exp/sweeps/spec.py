@@ -405,6 +405,22 @@ def _format_validation(exc: ValidationError) -> str:
     )
 
 
+def parse_seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (the ``--seeds`` option).
+
+    Raises:
+        ConfigError: an entry is not an integer, or the list is empty.
+    """
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        seeds = [int(part) for part in parts]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from exc
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    return seeds
+
+
 def parse_sweep_spec(raw: Any, *, source: str = "sweep") -> SweepSpec:
     """Validate a parsed sweep mapping (schema only, no config keys).
 
@@ -462,6 +478,8 @@ def resolve_sweep(
     source: str = "sweep",
     overrides: dict[str, Any] | None = None,
     base_config: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
+    name: str | None = None,
 ) -> ResolvedSweep:
     """Check keys, merge ``overrides``, load the base config and build every arm's config.
 
@@ -471,11 +489,18 @@ def resolve_sweep(
         overrides: dotted keys from the caller (``--set``); they win over the spec's
             ``overrides`` and lose to arm settings and sampled parameters.
         base_config: use this raw mapping instead of reading ``spec.base``.
+        seeds: replace the spec's ``seeds`` (``--seeds``), e.g. one seed for a quick run.
+        name: replace the spec's ``name`` (``--name``): the study and ``runs/<name>``, so a
+            quick variant does not collide with the full sweep's study.
 
     Raises:
-        ConfigError: unknown keys (listing the valid ones) or a value of the wrong type,
-            naming the arm or parameter.
+        ConfigError: unknown keys (listing the valid ones), a value of the wrong type
+            naming the arm or parameter, or an invalid ``seeds`` / ``name``.
     """
+    if seeds is not None or name is not None:
+        raw = spec.model_dump(by_alias=True, exclude_unset=True)
+        raw.update({k: v for k, v in (("seeds", seeds), ("name", name)) if v is not None})
+        spec = parse_sweep_spec(raw, source=f"{source} (--seeds / --name)")
     if overrides:
         spec = spec.model_copy(update={"overrides": {**spec.overrides, **overrides}})
     _check_keys(spec, source)
@@ -508,8 +533,16 @@ def resolve_sweep(
     return resolved
 
 
-def load_sweep_spec(path: Path | str, overrides: dict[str, Any] | None = None) -> ResolvedSweep:
+def load_sweep_spec(
+    path: Path | str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    seeds: list[int] | None = None,
+    name: str | None = None,
+) -> ResolvedSweep:
     """Read, validate and resolve a sweep YAML (nothing runs, nothing is written).
+
+    ``overrides``, ``seeds`` and ``name`` are the caller's (see :func:`resolve_sweep`).
 
     Raises:
         ConfigError: the file is missing, not YAML, or invalid (see :func:`resolve_sweep`).
@@ -522,4 +555,4 @@ def load_sweep_spec(path: Path | str, overrides: dict[str, Any] | None = None) -
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     spec = parse_sweep_spec(raw, source=str(path))
-    return resolve_sweep(spec, source=str(path), overrides=overrides)
+    return resolve_sweep(spec, source=str(path), overrides=overrides, seeds=seeds, name=name)

@@ -313,3 +313,17 @@ def test_unknown_pruner_option_is_refused_before_anything_is_written(tmp_path: P
     with pytest.raises(ConfigError, match=r"pruner median options \{'n_startup': 3\}"):
         prepare_sweep(spec, runs_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_seeds_and_name_options_run_a_quick_variant_beside_the_full_study(tmp_path: Path, fake_env: Path) -> None:
+    spec = write_spec(tmp_path / "s.yaml")
+    quick = run_sweep(
+        spec, workers=0, train_fn=FAKE_TRAIN, runs_root=tmp_path / "runs", progress=False, seeds=[1], name="grid-quick"
+    )
+    assert quick.name == "grid-quick" and quick.complete
+    assert _complete_cells(quick.trials) == Counter({("a", 1): 1, ("b", 1): 1})
+    assert (tmp_path / "runs" / "grid-quick" / "optuna.journal").is_file()
+    assert not (tmp_path / "runs" / "grid").exists()
+    # The full sweep afterwards is its own study with every cell.
+    full = prepare_sweep(spec, runs_root=tmp_path / "runs")
+    assert sorted(full.enqueued) == CELLS

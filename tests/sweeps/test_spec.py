@@ -9,7 +9,7 @@ import pytest
 from hcc_exp.config import valid_keys
 from hcc_exp.errors import ConfigError
 from hcc_exp.sweeps.runner import run_sweep
-from hcc_exp.sweeps.spec import load_sweep_spec
+from hcc_exp.sweeps.spec import load_sweep_spec, parse_seed_list
 from tests.sweeps.conftest import FAKE_TRAIN, write_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -183,3 +183,18 @@ def test_shipped_search_is_tpe_with_median_pruning(monkeypatch: pytest.MonkeyPat
     assert spec.parameters["optim.lr"].kind == "log_uniform_values"
     assert spec.parameters["optim.weight_decay"].kind == "log_uniform_values"
     assert spec.parameters["model.dropout"].kind == "uniform"
+
+
+def test_seeds_and_name_replace_the_file_and_are_validated(tmp_path: Path) -> None:
+    path = write_spec(tmp_path / "s.yaml")
+    resolved = load_sweep_spec(path, {"trainer.max_epochs": 1}, seeds=[5], name="quick")
+    assert resolved.spec.name == "quick" and resolved.seeds == [5]
+    assert [(c.arm, c.seed) for c in resolved.cells()] == [("a", 5), ("b", 5)]
+    assert resolved.config_for({}, 5).trainer.max_epochs == 1
+    with pytest.raises(ConfigError, match="seeds repeat"):
+        load_sweep_spec(path, seeds=[0, 0])
+    with pytest.raises(ConfigError, match="name"):
+        load_sweep_spec(path, name="no/slash")
+    assert parse_seed_list("0, 1,2") == [0, 1, 2]
+    with pytest.raises(ConfigError, match="--seeds"):
+        parse_seed_list("0,one")
