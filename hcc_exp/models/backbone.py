@@ -219,10 +219,12 @@ class PhaseSharedBackbone(nn.Module):
         Returns:
             ``(N, out_features_per_phase)``.
         """
-        feature_map = self.encoder.features(self.stem(image.unsqueeze(1), masks))
+        image = image.unsqueeze(1)
+        regions = region_masks(masks, self.stem.strategy, image)
+        feature_map = self.encoder.features(self.stem(image, regions))
         if self.pooling == "global":
             return self.encoder.pool(feature_map)
-        return region_average(feature_map, region_masks(masks, self.stem.strategy, image.unsqueeze(1)))
+        return region_average(feature_map, regions)
 
     def forward(self, image: Tensor, masks: Tensor | None) -> Tensor:
         self.check_inputs(image, masks)

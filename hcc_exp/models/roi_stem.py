@@ -92,7 +92,8 @@ class RoiEnhancementStem(nn.Module):
         spatial_dims: 3 (volumes) or 2 (axial slices).
 
     Shapes:
-        ``forward(image (N, 1, *S), masks (N, R, *S)) -> (N, out_channels, *S / 4)``
+        ``forward(image (N, 1, *S), regions (N, n_branches, *S)) -> (N, out_channels, *S / 4)``,
+        ``regions`` from :func:`region_masks` (the backbone reuses them for region pooling)
         (each side ``ceil(ceil(s / 2) / 2)``).
     """
 
@@ -124,7 +125,6 @@ class RoiEnhancementStem(nn.Module):
             )
         )
 
-    def forward(self, image: Tensor, masks: Tensor | None) -> Tensor:
-        regions = region_masks(masks, self.strategy, image)
+    def forward(self, image: Tensor, regions: Tensor) -> Tensor:
         maps = [branch(image * regions[:, i : i + 1]) for i, branch in enumerate(self.branches.values())]
         return self.fuse(self.pool(torch.cat(maps, dim=1)))
