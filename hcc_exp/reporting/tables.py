@@ -166,13 +166,31 @@ def _has_bootstrap(metric: str) -> bool:
 class _SurvivalData:
     time: np.ndarray
     event: np.ndarray
-    risks: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,)
+    scores: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,) risk
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.time.size)
+
+    def paired_bootstrap(
+        self, arm: np.ndarray, reference: np.ndarray, indices: np.ndarray, confidence: float
+    ) -> PairedBootstrap:
+        return pooled_paired_c_index_difference(self.time, self.event, arm, reference, indices, confidence)
 
 
 @dataclass(frozen=True)
 class _ClassificationData:
     labels: np.ndarray  # (patients,) 0 / 1
     scores: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,) probability
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.labels.size)
+
+    def paired_bootstrap(
+        self, arm: np.ndarray, reference: np.ndarray, indices: np.ndarray, confidence: float
+    ) -> PairedBootstrap:
+        return pooled_paired_auc_difference(self.labels, arm, reference, indices, confidence)
 
 
 class _Loader:
@@ -206,7 +224,7 @@ class _Loader:
         return _SurvivalData(
             time=labels[time_column].to_numpy(float),
             event=labels[event_column].to_numpy(float).astype(bool),
-            risks=risks,
+            scores=risks,
         )
 
     def classification(self, runs: Sequence[RunRecord], split: str) -> _ClassificationData:
@@ -380,8 +398,7 @@ def _metric_rows(
                 split_index = SPLITS.index(split) if split in SPLITS else len(SPLITS)
                 metric_index = BOOTSTRAP_METRICS.index(metric)
                 rng = np.random.default_rng([seed, split_index, metric_index])
-                n_patients = data.time.size if isinstance(data, _SurvivalData) else data.labels.size
-                indices = bootstrap_indices(n_patients, n_bootstrap, rng)
+                indices = bootstrap_indices(data.n_patients, n_bootstrap, rng)
 
     rows: list[dict[str, Any]] = []
     for arm in arms:
@@ -401,18 +418,13 @@ def _metric_rows(
             test_note = f"not estimable: no seed shared with '{reference_arm}'"
 
         if data is not None and indices is not None:
-            by_seed = data.risks if isinstance(data, _SurvivalData) else data.scores
-            arm_risks, reference_risks = by_seed.get(arm, {}), by_seed[reference_arm]
-            shared = sorted(set(arm_risks) & set(reference_risks))
+            arm_scores, reference_scores = data.scores.get(arm, {}), data.scores[reference_arm]
+            shared = sorted(set(arm_scores) & set(reference_scores))
             if shared:
-                arm_matrix = np.stack([arm_risks[s] for s in shared])
-                reference_matrix = np.stack([reference_risks[s] for s in shared])
-                if isinstance(data, _SurvivalData):
-                    boot = pooled_paired_c_index_difference(
-                        data.time, data.event, arm_matrix, reference_matrix, indices, confidence
-                    )
-                else:
-                    boot = pooled_paired_auc_difference(data.labels, arm_matrix, reference_matrix, indices, confidence)
+                boot = data.paired_bootstrap(
+                    np.stack([arm_scores[s] for s in shared]), np.stack([reference_scores[s] for s in shared]),
+                    indices, confidence,
+                )  # fmt: skip
             else:
                 boot = _nan_bootstrap(f"not estimable: no seed with predictions shared with '{reference_arm}'")
         else:
