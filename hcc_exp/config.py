@@ -18,9 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hcc_exp.errors import ConfigError
-
-PHASES: tuple[str, ...] = ("arterial", "portal", "delayed")
-"""The three contrast phases, in the channel order of every preprocessed array."""
+from hcc_exp.vocabulary import PHASES
 
 RoiStrategy = Literal["full", "tumour", "tumour_margin", "liver", "none"]
 PoolingStrategy = Literal["global", "regions"]

@@ -26,13 +26,12 @@ import numpy as np
 import pandas as pd
 
 from hcc_exp.errors import RunFolderError
+from hcc_exp.vocabulary import REGIONS  # noqa: F401  (re-exported: mask channels liver, margin band, tumour)
 
 MANIFEST = "manifest.json"
 LABELS = "labels.csv"
 PATIENTS_DIR = "patients"
 CURRENT = "current.json"
-REGIONS: tuple[str, ...] = ("liver", "margin", "tumour")
-"""Mask channels: whole liver, peritumoral band (``margin_mm`` wide, clipped to the liver), tumour."""
 CACHE_VERSION = 1
 
 

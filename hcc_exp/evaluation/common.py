@@ -13,16 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hcc_exp.errors import EvaluationInputError
+from hcc_exp.vocabulary import ENDPOINT_TITLES, SPLIT_TITLES, SPLITS  # noqa: F401  (re-exported)
 
 __all__ = ["EvaluationInputError", "NotEstimable"]
 
-SPLITS: tuple[str, ...] = ("train", "internal", "external")
-SPLIT_TITLES: dict[str, str] = {
-    "train": "Training",
-    "internal": "Internal validation",
-    "external": "External test",
-}
-ENDPOINT_TITLES: dict[str, str] = {"os": "Overall survival", "rfs": "Recurrence-free survival"}
 
 
 @dataclass(frozen=True)
