@@ -1,8 +1,13 @@
 """The ``hcc-exp`` command line: parses arguments and delegates; no logic lives here.
 
 Every command's work is a function in the package (imported lazily so ``--help`` is
-fast). Errors derived from :class:`hcc_exp.errors.HccExpError` are printed as one
-message and exit with status 2; nothing is half-written by a failing command.
+fast). Errors derived from :class:`hcc_exp.errors.HccExpError`, and ordinary environment
+errors (a folder that is a file, no permission, a full disk: :class:`OSError`), are printed
+as one message and exit with status 2; nothing is half-written by a failing command.
+
+Both consoles print with Rich markup off: messages carry patient ids, file names and
+column names, and a ``[patient ...]`` prefix or a ``[/x]`` in the data must reach the
+terminal as written, not be taken for a style tag. Styling goes through ``Text`` objects.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from hcc_exp import __version__
-from hcc_exp.errors import CohortValidationError, HccExpError
+from hcc_exp.errors import HccExpError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = Console(stderr=False, markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def _done(label: str, detail: object = "") -> None:
+    """``label`` in green, then ``detail`` as plain text (paths and ids are never markup)."""
+    console.print(Text.assemble((label, "green"), " ", str(detail)))
 
 app = typer.Typer(
     name="hcc-exp",
@@ -71,7 +82,7 @@ def synth(
 
     summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
     console.print(summary.to_rich_table())
-    console.print(f"[green]Wrote {patients} patients to {out}[/green] (oracle in {out / 'oracle.csv'})")
+    _done(f"Wrote {patients} patients to", f"{out} (oracle in {out / 'oracle.csv'})")
 
 
 @app.command("import")
@@ -88,7 +99,7 @@ def import_(
 
     report = import_cohort(src, dst, mapping, overwrite=overwrite, progress=not quiet)
     render_report(report, console)
-    console.print(f"[green]Imported cohort written to {dst}[/green]")
+    _done("Imported cohort written to", dst)
 
 
 @app.command()
@@ -119,7 +130,7 @@ def preprocess(
     cfg = _config(config, overrides)
     require_valid(cohort, phases=cfg.phases, progress=not quiet)
     cache = preprocess_cohort(cohort, out, cfg.preprocess, progress=not quiet)
-    console.print(f"[green]Preprocessed cache:[/green] {cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
+    _done("Preprocessed cache:", f"{cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
 
 
 # ----------------------------------------------------------------------------- model
@@ -160,7 +171,7 @@ def cam(
     from hcc_exp.interpretability.cam import run_cams
 
     out = run_cams(run_dir, patient_ids=patients, max_patients=max_patients)
-    console.print(f"[green]CAMs written to {out}[/green]")
+    _done("CAMs written to", out)
 
 
 @app.command()
@@ -180,7 +191,7 @@ def predict(
         console.print_json(data=result)
     else:
         path = predict_cohort(checkpoint, cohort, out_dir=out)
-        console.print(f"[green]Predictions written to {path}[/green]")
+        _done("Predictions written to", path)
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -218,7 +229,7 @@ def table(
     result = build_ablation_table(sweep_dir)
     paths = write_ablation_table(result, out if out is not None else sweep_dir / "table")
     render_table(result, console)
-    console.print(f"[green]Tables written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Tables written:", ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -229,7 +240,7 @@ def report(
     from hcc_exp.reporting.report import write_report
 
     paths = write_report(sweep_dir)
-    console.print(f"[green]Report written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Report written:", ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -238,7 +249,7 @@ def sync(sweep_dir: Annotated[Path, typer.Argument(help="Sweep or run folder wit
     from hcc_exp.tracking import sync_offline_runs
 
     synced = sync_offline_runs(sweep_dir)
-    console.print(f"[green]Synced {len(synced)} run(s).[/green]")
+    _done(f"Synced {len(synced)} run(s).")
 
 
 @app.command()
@@ -259,16 +270,28 @@ def demo(
     run_demo(config, console)
 
 
+def _fail(message: str, status: int = 2) -> None:
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+    sys.exit(status)
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``cannot write runs/x/best.ckpt: No space left on device`` style: what, where, why."""
+    reason = exc.strerror or str(exc)
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{reason}: {where}" if where else reason
+
+
 def main() -> None:
-    """Console-script entry point: HccExpError -> message and exit status 2."""
+    """Console-script entry point: HccExpError or OSError -> one message and exit status 2."""
     try:
         app()
-    except CohortValidationError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        sys.exit(2)
-    except HccExpError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        sys.exit(2)
+    except HccExpError as exc:  # CohortValidationError included: its text lists the problems
+        _fail(str(exc))
+    except OSError as exc:  # the environment: a folder that is a file, no permission, a full disk
+        _fail(_os_error_message(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", status=130)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from hcc_exp.config import load_config
 from hcc_exp.errors import HccExpError
@@ -64,6 +65,8 @@ def run_demo(config_path: Path, console: Console) -> None:
     if table.is_file():
         console.print(f"Demo ablation table (one seed, 3 epochs per arm): {table}")
     console.print(
-        f"[green]Done.[/green] Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}"
-        f"  |  demo sweep: {DEMO_SWEEP_DIR}"
+        Text.assemble(
+            ("Done.", "green"),
+            f" Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}  |  demo sweep: {DEMO_SWEEP_DIR}",
+        )
     )
