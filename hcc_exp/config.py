@@ -98,10 +98,13 @@ class PreprocessConfig(_Section):
             raise ValueError("clip_percentiles must satisfy 0 <= low < high <= 100")
         return v
 
+    def recipe(self) -> dict[str, Any]:
+        """The parameters that change the preprocessed arrays (JSON types): all but ``workers``."""
+        return self.model_dump(mode="json", exclude={"workers"})
+
     def params_hash(self) -> str:
-        """Hash of the parameters that change the preprocessed arrays (not ``workers``)."""
-        payload = self.model_dump(mode="json", exclude={"workers"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of :meth:`recipe`."""
+        return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {

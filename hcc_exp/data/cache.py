@@ -33,7 +33,7 @@ import pandas as pd
 from hcc_exp.data.contract import REQUIRED_COLUMNS
 from hcc_exp.data.io import atomic_path
 from hcc_exp.errors import RunFolderError
-from hcc_exp.vocabulary import PATIENT_ID, REGIONS  # noqa: F401  (REGIONS re-exported: mask channels)
+from hcc_exp.vocabulary import PATIENT_ID, REGIONS, SPLIT  # noqa: F401  (REGIONS re-exported: mask channels)
 
 MANIFEST = "manifest.json"
 LABELS = "labels.csv"
@@ -90,7 +90,9 @@ class PreprocessedCohort:
         if not manifest_path.is_file():
             raise RunFolderError(f"{root} is not a preprocessed cache: {MANIFEST} missing (run `hcc-exp preprocess`)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        labels = pd.read_csv(root / LABELS, dtype={"patient_id": str})
+        labels = pd.read_csv(root / LABELS, dtype={PATIENT_ID: str})
+        # Identifiers are text, never missing values: a patient called "NA" stays "NA".
+        labels[PATIENT_ID] = pd.read_csv(root / LABELS, usecols=[PATIENT_ID], dtype=str, keep_default_na=False)[PATIENT_ID]
         return cls(root, manifest, labels)
 
     @property
@@ -106,8 +108,8 @@ class PreprocessedCohort:
         return tuple(self.manifest["shape_zyx"])  # type: ignore[return-value]
 
     def patient_ids(self, split: str | None = None) -> list[str]:
-        frame = self.labels if split is None else self.labels[self.labels["split"] == split]
-        return frame["patient_id"].astype(str).tolist()
+        frame = self.labels if split is None else self.labels[self.labels[SPLIT] == split]
+        return frame[PATIENT_ID].astype(str).tolist()
 
     def image_path(self, patient_id: str) -> Path:
         return self.root / PATIENTS_DIR / patient_id / IMAGE_NPY

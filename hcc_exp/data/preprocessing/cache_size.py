@@ -74,9 +74,12 @@ def check_cache_fits(
     phases: int,
     cache_root: Path,
     *,
-    warn_above_bytes: int = LARGE_CACHE_BYTES,
+    warn_above_bytes: int | None = None,
 ) -> int:
     """Warn about a large cache and refuse one the disk under ``cache_root`` cannot hold.
+
+    Args:
+        warn_above_bytes: log a warning above this size (default :data:`LARGE_CACHE_BYTES`).
 
     Returns:
         The expected size in bytes.
@@ -86,7 +89,7 @@ def check_cache_fits(
             (naming the folder, the size needed and the space free).
     """
     needed = expected_cache_bytes(cfg, patients, phases)
-    if needed > warn_above_bytes:
+    if needed > (LARGE_CACHE_BYTES if warn_above_bytes is None else warn_above_bytes):
         log.warning(
             "the cache will take %s (%s); preprocess.crop_size_vox = %s sets most of it",
             format_bytes(needed),
@@ -96,8 +99,8 @@ def check_cache_fits(
     free = shutil.disk_usage(_existing_parent(cache_root)).free
     if free < needed:
         raise InsufficientDiskSpaceError(
-            f"not enough disk space for the cache under {cache_root}: it needs {format_bytes(needed)}"
-            f" ({describe_cache_size(cfg, patients, phases)}), the disk has {format_bytes(free)} free"
+            f"not enough disk space for the cache under {cache_root}: it needs"
+            f" {describe_cache_size(cfg, patients, phases)}, the disk has {format_bytes(free)} free"
         )
     return needed
 

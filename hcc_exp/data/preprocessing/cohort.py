@@ -107,9 +107,11 @@ def preprocess_cohort(
     expected = 0
     if not reused:
         expected = check_cache_fits(cfg, len(patient_ids), len(phases), cache_root)
-        log.info("preprocessing %s into %s", describe_cache_size(cfg, len(patient_ids), len(phases)), final)
-        infos, patient_seconds = _build(cohort_dir, table, cache_root, key, cfg, phases, input_hash, progress)
-        log.debug("per-patient seconds: %s", patient_seconds)
+        statement = f"cache {final}: {describe_cache_size(cfg, len(patient_ids), len(phases))}"
+        log.info("%s", statement)
+        infos, patient_seconds = _build(
+            cohort_dir, table, cache_root, key, cfg, phases, input_hash, progress=progress, statement=statement
+        )
     write_current(cache_root, key)
     build = CacheBuild(
         cohort_dir=str(cohort_dir.resolve()),
@@ -119,6 +121,7 @@ def preprocess_cohort(
         expected_bytes=expected,
     )
     log.info("cache %s %s from %s in %.1f s", key, "reused" if reused else "written", build.cohort_dir, build.seconds)
+    log.debug("per-patient seconds: %s", patient_seconds)
     return replace(PreprocessedCohort.open(final), build=build)
 
 
@@ -158,7 +161,9 @@ def _build(
     cfg: PreprocessConfig,
     phases: tuple[str, ...],
     input_hash: str,
+    *,
     progress: bool,
+    statement: str,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Write the cache into a staging folder and rename it to ``CACHE_ROOT/<key>``; nothing is left on failure."""
     patient_ids = table[PATIENT_ID].tolist()
@@ -171,14 +176,14 @@ def _build(
             if tmp.exists():
                 shutil.rmtree(tmp)
             (tmp / PATIENTS_DIR).mkdir(parents=True)
-            results = _preprocess_patients(cohort_dir, tmp / PATIENTS_DIR, cfg, phases, patient_ids, progress)
+            results = _preprocess_patients(cohort_dir, tmp / PATIENTS_DIR, cfg, phases, patient_ids, progress, statement)
             write_labels(table, tmp)
             infos = {pid: results[pid][0] for pid in patient_ids}
             write_manifest(
                 {
                     "version": CACHE_VERSION,
                     "cache_key": key,
-                    "params": cfg.model_dump(mode="json"),
+                    "params": cfg.recipe(),  # not workers: the cache is the same however many built it
                     "params_hash": cfg.params_hash(),
                     "input_hash": input_hash,
                     "phases": list(phases),
@@ -225,10 +230,13 @@ def _preprocess_patients(
     phases: tuple[str, ...],
     patient_ids: list[str],
     progress: bool,
+    statement: str,
 ) -> dict[str, tuple[dict[str, Any], float]]:
     workers = min(cfg.workers, len(patient_ids))
     results: dict[str, tuple[dict[str, Any], float]] = {}
     with patient_progress("preprocessing", enabled=progress) as bar:
+        if progress:
+            bar.console.print(statement, markup=False, highlight=False)
         task = bar.add_task("", total=len(patient_ids))
         if workers <= 1:
             for pid in patient_ids:
