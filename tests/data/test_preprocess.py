@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import subprocess
 from pathlib import Path
@@ -30,10 +31,17 @@ from hcc_exp.data.preprocess import (
     resample_onto,
     resample_to_spacing,
 )
+from hcc_exp.data.preprocessing import cache_size, cropping, intensity, regions, resampling
 from hcc_exp.errors import PatientPreprocessError, PreprocessError
 from tests.factories import sphere
 
 LIVER, MARGIN, TUMOUR = (REGIONS.index(r) for r in ("liver", "margin", "tumour"))
+
+
+@pytest.mark.parametrize("module", [resampling, intensity, regions, cropping, cache_size], ids=lambda m: m.__name__)
+def test_doctests(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def shell_volume(radius_mm: float, width_mm: float) -> float:
