@@ -150,6 +150,10 @@ class PreprocessError(HccExpError):
     """Preprocessing cannot produce a sample (e.g. crop box larger than the volume)."""
 
 
+class InsufficientDiskSpaceError(PreprocessError):
+    """The disk has less free space than the preprocessed cache needs."""
+
+
 class PatientPreprocessError(PreprocessError):
     """Preprocessing one patient failed.
 

@@ -36,7 +36,6 @@ institution I is the training split, II-V internal validation, VI external test.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -47,8 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from scipy.ndimage import gaussian_filter
 
 from hcc_exp.config import PHASES
@@ -63,6 +60,7 @@ from hcc_exp.data.contract import (
 )
 from hcc_exp.data.io import image_from_array, write_nifti
 from hcc_exp.errors import CohortError, ConfigError, MissingColumnError, MissingFileError
+from hcc_exp.progress import patient_progress
 
 SYNTHETIC_VERSION = 2
 """Bumped whenever the generator changes the bytes written for a given seed."""
@@ -725,24 +723,6 @@ class SyntheticSummary:
         out["cohort_dir"] = str(self.cohort_dir)
         return out
 
-    def to_rich_table(self) -> Table:
-        """Per-split counts, event rates and oracle metrics as a ``rich.table.Table``."""
-        table = Table(title=f"Synthetic cohort {self.cohort_dir} (seed {self.seed}, v{self.version})")
-        for col in ("split", "n", "OS events", "RFS events", "MVI+", "oracle OS C", "oracle RFS C", "oracle MVI AUC"):
-            table.add_column(col, justify="left" if col == "split" else "right")
-        for split in SPLITS:
-            table.add_row(
-                split,
-                str(self.n_per_split[split]),
-                f"{self.os_event_rate[split]:.0%}",
-                f"{self.rfs_event_rate[split]:.0%}",
-                f"{self.mvi_rate[split]:.0%}",
-                f"{self.oracle[f'{split}/os/c_index']:.3f}",
-                f"{self.oracle[f'{split}/rfs/c_index']:.3f}",
-                f"{self.oracle[f'{split}/mvi/auc']:.3f}",
-            )
-        return table
-
 
 ORACLE_COLUMNS: tuple[str, ...] = (
     "patient_id",
@@ -919,15 +899,14 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         cohort_rows, oracle_rows = [], []
-        with _progress(progress) as bar:
-            task = bar.add_task("synthetic cohort", total=len(cohort)) if bar is not None else None
+        with patient_progress("synthesizing", enabled=progress) as bar:
+            task = bar.add_task("", total=len(cohort))
             for k, patient in enumerate(cohort):
                 volumes = synthesize_volumes(patient.latents, patient.institution, _stream(seed, k, _IMAGE_STREAM))
                 _write_patient_volumes(volumes, tmp / IMAGES_DIR / patient.patient_id)
                 cohort_rows.append(_cohort_row(patient))
                 oracle_rows.append(_oracle_row(patient, volumes.expression))
-                if bar is not None:
-                    bar.advance(task)
+                bar.update(task, advance=1, description=patient.patient_id)
         cohort_table = pd.DataFrame(cohort_rows, columns=list(REQUIRED_COLUMNS))
         oracle_table = pd.DataFrame(oracle_rows, columns=list(ORACLE_COLUMNS))
         cohort_table.to_csv(tmp / COHORT_CSV, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
@@ -962,9 +941,3 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out_dir)
-
-
-def _progress(enabled: bool) -> Progress | contextlib.nullcontext[None]:
-    if not enabled:
-        return contextlib.nullcontext()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
