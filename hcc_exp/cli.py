@@ -186,12 +186,13 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Output folder (default next to the input).")] = None,
 ) -> None:
     """Predict OS / RFS risk, risk group, 1- and 2-year survival and MVI probability for new patients."""
-    from hcc_exp.interpretability.predict import predict_cohort, predict_patient
+    from hcc_exp.inference.predict import predict_cohort, predict_patient
+    from hcc_exp.interpretability.cam import write_patient_cams
 
     if (patient is None) == (cohort is None):
         raise typer.BadParameter("give either PATIENT or --cohort")
     if patient is not None:
-        result = predict_patient(checkpoint, patient, out_dir=out)
+        result = predict_patient(checkpoint, patient, out_dir=out, explain=write_patient_cams)
         console.print_json(data=result)
     else:
         path = predict_cohort(checkpoint, cohort, out_dir=out)

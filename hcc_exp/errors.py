@@ -179,6 +179,29 @@ class RunFolderError(HccExpError):
     """A run folder is missing files or is from an incompatible version."""
 
 
+class OutputFolderError(HccExpError):
+    """An output folder (``train --run-dir``, ``predict --out``) is a file or cannot be written."""
+
+
+class CohortPredictionError(HccExpError):
+    """``predict --cohort`` failed for some patients; its table was written with their errors.
+
+    Attributes:
+        path: the ``predictions.csv`` written (a row per patient, failures with ``error``).
+        failures: patient_id -> ``"<ErrorClass>: <message>"`` of each failed patient.
+    """
+
+    def __init__(self, path: Path | str, failures: dict[str, str], n_patients: int) -> None:
+        self.path = str(path)
+        self.failures = dict(failures)
+        listed = "; ".join(f"{pid}: {reason}" for pid, reason in list(self.failures.items())[:10])
+        more = f"; and {len(self.failures) - 10} more" if len(self.failures) > 10 else ""
+        super().__init__(
+            f"prediction failed for {len(self.failures)} of {n_patients} patient(s) ({listed}{more}); "
+            f"every patient's row, with its error, is in {self.path}"
+        )
+
+
 class TrackingError(HccExpError):
     """A tracker is misused (logging before start) or its backend cannot start or sync."""
 
