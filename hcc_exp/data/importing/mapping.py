@@ -212,7 +212,7 @@ class RegistrationSettings(BaseModel):
     shrink_factors: list[int] = Field(default_factory=lambda: [4, 2, 1])
     smoothing_sigmas_mm: list[float] = Field(default_factory=lambda: [4.0, 2.0, 0.0])
     iterations: int = Field(200, ge=1)
-    sampling: float = Field(0.2, gt=0, le=1)
+    sampling: float = Field(0.1, gt=0, le=1)
     bspline: bool = False
     bspline_mesh_mm: float = Field(60.0, gt=0)
     min_correlation: float = Field(0.6, ge=-1, le=1)
