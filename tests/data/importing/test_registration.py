@@ -56,7 +56,7 @@ def _max_error_mm(found: sitk.Transform, truth: sitk.Transform, box: sitk.Image)
     lo, hi = index.min(axis=0)[::-1], index.max(axis=0)[::-1]
     points = [
         box.TransformContinuousIndexToPhysicalPoint([float(v) for v in c])
-        for c in itertools.product(*zip(lo, hi))
+        for c in itertools.product(*zip(lo, hi, strict=True))
     ]
     points.append(mask_centroid_mm(box))
     return max(
