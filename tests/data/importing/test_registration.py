@@ -101,13 +101,13 @@ def _phase_src(root: Path, scan, *, broken_delayed: bool, patients=("HCC-201", "
     return src
 
 
-def _one_phase_mapping():
+def _one_phase_mapping(**settings):
     return _mapping(
         masks={
             "tumour": {"file": "tumour", "phase": "portal"},
             "liver": {"file": "liver", "phase": "portal"},
         },
-        registration=FAST.model_dump(),
+        registration={**FAST.model_dump(), **settings},
     )
 
 
@@ -141,7 +141,7 @@ def test_bad_registration_is_refused_by_name_and_leaves_the_destination_as_it_wa
     src = _phase_src(tmp_path, scan, broken_delayed=True, patients=("HCC-202",))
     dst = tmp_path / "cohort"
     before = _existing_cohort(dst)
-    mapping = _one_phase_mapping()
+    mapping = _one_phase_mapping(iterations=40)  # a fit that cannot succeed need not run long
     with pytest.raises(CohortValidationError) as err:
         import_cohort(src, dst, mapping, progress=False, overwrite=True)
     (problem,) = [p for p in err.value.problems if isinstance(p, RegistrationFailedError)]
