@@ -101,7 +101,14 @@ def dice(a: sitk.Image, b: sitk.Image) -> float:
 
 # --------------------------------------------------------------------------- a DICOM export
 def write_dicom_series(
-    image: sitk.Image, folder: Path, template: Path, *, patient_id: str, description: str, number: int
+    image: sitk.Image,
+    folder: Path,
+    template: Path,
+    *,
+    patient_id: str,
+    description: str,
+    number: int,
+    prefix: str = "",
 ) -> list[pydicom.Dataset]:
     """Write ``image`` (HU) as a CT series: stored = HU + 1024, intercept -1024; headers from a real slice."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,7 @@ def write_dicom_series(
         if "PixelPaddingValue" in ds:
             del ds.PixelPaddingValue
         ds.set_pixel_data(array[k].astype(np.int16), "MONOCHROME2", 16)
-        ds.save_as(folder / f"IM{k:04d}.dcm", enforce_file_format=True)
+        ds.save_as(folder / f"{prefix}IM{k:04d}.dcm", enforce_file_format=True)
         written.append(ds)
     return written
 

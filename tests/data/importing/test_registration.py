@@ -88,7 +88,9 @@ def _phase_src(root: Path, scan, *, broken_delayed: bool, patients=("HCC-201", "
         folder.mkdir(parents=True)
         arterial = moved(_enhanced(scan.portal, scan.liver, -35), rigid(scan.portal, **MOTION))
         delayed = moved(_enhanced(scan.portal, scan.liver, -15), rigid(scan.portal, -3.0, (-2.0, 4.0, -1.0)))
-        if broken_delayed and pid == "HCC-202":  # the patient turned over: no rigid fit from the scanner geometry
+        if (
+            broken_delayed and pid == "HCC-202"
+        ):  # the patient turned over: no rigid fit from the scanner geometry
             delayed = sitk.Flip(delayed, [False, True, False])
             delayed.SetDirection(scan.portal.GetDirection())
             delayed.SetOrigin(scan.portal.GetOrigin())
