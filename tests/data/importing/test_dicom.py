@@ -184,3 +184,78 @@ def test_several_series_in_one_folder_are_chosen_or_refused(real_dicom_dir: Path
     _, by_uid = read_series(folder, SeriesChoice(series_uid=uid))
     assert by_description.uid == by_uid.uid == uid
     assert sorted(s.path for s in by_uid.slices) == sorted(portal_files)
+
+
+# --------------------------------------------------------------------------- through the importer
+def _drop_11(ds, k):
+    return None if k == 11 else ds
+
+
+def _tag_tilt(ds, k):
+    ds.GantryDetectorTilt = 8.0
+    return ds
+
+
+def _scout(ds, k):
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    return ds
+
+
+def _mr(ds, k):
+    ds.Modality = "MR"
+    return ds
+
+
+def _uneven(ds, k):
+    if k >= 5:
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.5]
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "description"),
+    [
+        (_drop_11, MissingSliceError, None),
+        (_uneven, SliceSpacingError, None),
+        (_tag_tilt, GantryTiltError, None),
+        (_scout, LocalizerSeriesError, "*"),
+        (_mr, NonCTModalityError, "*"),
+        ("duplicate", DuplicateSliceError, None),
+        ("two series", AmbiguousSeriesError, None),
+        ("none", SeriesNotFoundError, "*delayed*"),
+    ],
+)
+def test_each_dicom_refusal_fails_the_import_by_name_and_leaves_dst_as_it_was(
+    real_dicom_dir: Path, tmp_path: Path, edit, error, description
+):
+    from hcc_exp.data.importer import import_cohort
+    from hcc_exp.errors import CohortValidationError
+    from tests.data.importing.test_masks import _assert_as_it_was, _existing_cohort
+    from tests.data.test_importer import _clinical_rows, _mapping
+
+    folder = tmp_path / "raw" / "HCC-301"
+    if edit == "duplicate":
+        copy_series(real_dicom_dir, folder / "CT")
+        copy_series(real_dicom_dir, folder / "CT", lambda ds, k: ds if k == 3 else None, prefix="again")
+    elif edit == "two series":
+        copy_series(real_dicom_dir, folder / "CT", new_series("Recon 2", 5), prefix="a")
+        copy_series(real_dicom_dir, folder / "CT", new_series("Recon 3", 6), prefix="b")
+    else:
+        copy_series(real_dicom_dir, folder / "CT", None if edit == "none" else edit)
+    for name in ("liver.nii.gz", "tumour.nii.gz"):  # located first, never read: the phase is refused before
+        (folder / name).write_bytes(b"not read")
+    _clinical_rows(["HCC-301"]).to_csv(tmp_path / "raw" / "clinical.csv", index=False)
+    source = {"folder": "CT"} if description is None else {"folder": "CT", "series_description": description}
+    mapping = _mapping(
+        phases=dict.fromkeys(("arterial", "portal", "delayed"), source),
+        masks={"tumour": "tumour", "liver": "liver"},
+    )
+    dst = tmp_path / "cohort"
+    before = _existing_cohort(dst)
+    with pytest.raises(CohortValidationError) as err:
+        import_cohort(tmp_path / "raw", dst, mapping, progress=False, overwrite=True)
+    (problem,) = err.value.problems
+    assert type(problem) is error, str(err.value)
+    assert problem.patient_id == "HCC-301" and str(folder / "CT") in problem.path
+    assert "series CT/" in str(problem) or error in (AmbiguousSeriesError, SeriesNotFoundError)
+    _assert_as_it_was(dst, before)
