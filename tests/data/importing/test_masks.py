@@ -275,3 +275,21 @@ def test_imported_cohort_folder_follows_the_umask(dcmqi_liver_dir: Path, tmp_pat
     finally:
         os.umask(old)
     assert (tmp_path / "cohort").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_real_delineation_stored_flipped_imports_voxel_for_voxel(
+    dcmqi_liver_dir: Path, tmp_path: Path, suffix: str
+):
+    """The real liver NRRD rewritten with a flipped x axis and swapped rows / columns (same voxels)."""
+    src = _dcmqi_src(tmp_path, dcmqi_liver_dir)
+    nrrd = sitk.ReadImage(str(dcmqi_liver_dir / "liver.nrrd"))
+    for pid in PATIENTS:
+        sitk.WriteImage(_reordered(nrrd, flip_x=True, swap_xy=True), str(src / pid / f"liver_stored{suffix}"))
+    masks = {"liver": "liver_stored", "tumour": {"file": "labels", "labels": [2]}}
+    report = import_cohort(
+        src, tmp_path / "cohort", _mapping(phases=PLAIN_PHASES, masks=masks), progress=False
+    )
+    assert report.ok, [str(e) for e in report.errors]
+    out = sitk.ReadImage(str(tmp_path / "cohort" / IMAGES_DIR / PATIENTS[0] / "liver.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(nrrd))
