@@ -37,9 +37,6 @@ institution I is the training split, II-V internal validation, VI external test.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +55,7 @@ from hcc_exp.data.contract import (
     SPLITS,
     TNM_STAGES,
 )
-from hcc_exp.data.io import image_from_array, write_nifti
+from hcc_exp.data.io import image_from_array, staged_folder, write_nifti
 from hcc_exp.errors import CohortError, ConfigError, MissingColumnError, MissingFileError
 from hcc_exp.progress import patient_progress
 
@@ -895,9 +892,7 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     cohort = sample_cohort(patients, seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         cohort_rows, oracle_rows = [], []
         with patient_progress("synthesizing", enabled=progress) as bar:
             task = bar.add_task("", total=len(cohort))
@@ -911,10 +906,6 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
         oracle_table = pd.DataFrame(oracle_rows, columns=list(ORACLE_COLUMNS))
         cohort_table.to_csv(tmp / COHORT_CSV, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
         oracle_table.to_csv(tmp / ORACLE_CSV, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     by_split = cohort_table.groupby("split")
     return SyntheticSummary(
@@ -931,13 +922,3 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
     )
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    # mkdtemp creates 0700; a cohort folder should have the usual permissions.
-    os.chmod(tmp, 0o755)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
