@@ -71,7 +71,7 @@ class HCCMultiTaskNet(nn.Module):
         """
         features = self.head_dropout(self.backbone(image, masks))
         with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float()
+            features = features.to(self.os_head.weight.dtype)  # bf16 under autocast -> the heads' float32
             return MultiTaskOutput(
                 os_risk=self.os_head(features).squeeze(-1),
                 rfs_risk=self.rfs_head(features).squeeze(-1),
