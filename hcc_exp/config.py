@@ -135,11 +135,15 @@ class ModelConfig(_Section):
     Architecture fields left at ``None`` come from ``preset`` (see :data:`MODEL_PRESETS`).
     ``pooling`` reduces the last feature map per ROI region (``regions``) or over the whole
     crop (``global``, the paper's DenseNet); see :mod:`hcc_exp.models.backbone`.
+    ``formulation`` chooses how the same network is computed: ``fast`` (default) or
+    ``reference``, the operators of commit fd7cd16 (kept for the equality tests and the
+    ``step`` benchmark); both give the same outputs for the same weights.
     """
 
     preset: Literal["tiny", "paper"] = "tiny"
     dims: Literal["3d", "2d"] = "3d"
     pooling: PoolingStrategy = "regions"
+    formulation: Literal["fast", "reference"] = "fast"
     stem_channels: PositiveInt | None = None
     init_features: PositiveInt | None = None
     growth_rate: PositiveInt | None = None
@@ -201,15 +205,41 @@ class AugmentConfig(_Section):
     time_jitter_days: int = Field(3, ge=0)
 
 
+LrSchedule = Literal["constant", "warmup_cosine", "onecycle"]
+Monitor = Literal["val/loss", "val/os_c_index", "val/rfs_c_index"]
+
+
 class OptimConfig(_Section):
-    """AdamW settings."""
+    """AdamW settings and the learning-rate schedule (stepped every optimiser step).
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        schedule: ``constant`` (commit fd7cd16 and earlier), ``warmup_cosine`` (linear warm-up
+            from ``lr / 100`` over ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``
+            at ``trainer.max_epochs``) or ``onecycle`` (torch's ``OneCycleLR``, cosine
+            annealing, warm-up share ``warmup_epochs / max_epochs``).
+        warmup_epochs: length of the warm-up in epochs (fractions allowed).
+        min_lr_ratio: final learning rate of ``warmup_cosine`` over ``lr``.
+    """
 
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    schedule: LrSchedule = "warmup_cosine"
+    warmup_epochs: float = Field(1.0, ge=0, allow_inf_nan=False)
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
 
 
 class TrainerConfig(_Section):
-    """Lightning trainer settings (paper: 80 epochs, early stopping patience 20)."""
+    """Lightning trainer settings (paper: 80 epochs, early stopping patience 20).
+
+    Attributes:
+        monitor: the validation (internal split) metric that picks the best checkpoint and
+            drives early stopping: ``val/loss`` (the paper's; minimised) or a ranking metric,
+            ``val/os_c_index`` / ``val/rfs_c_index`` (maximised).
+        precision: Lightning's precision plugin; ``bf16-mixed`` runs the network under bf16
+            autocast on CPU and GPU, the heads, losses and the Cox risk set in float32.
+    """
 
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(20, ge=1)
@@ -218,6 +248,12 @@ class TrainerConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     limit_train_batches: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = None
+    monitor: Monitor = "val/loss"
+
+    @property
+    def monitor_mode(self) -> Literal["min", "max"]:
+        """``min`` for a loss, ``max`` for a C-index."""
+        return "min" if self.monitor.endswith("loss") else "max"
 
 
 class EvaluationConfig(_Section):

@@ -59,7 +59,7 @@ def load_trained_network(checkpoint: Path | str) -> TrainedNetwork:
         config = ExperimentConfig.model_validate(raw_config)
     except ValueError as exc:
         raise ConfigError(f"config stored in {checkpoint} is invalid: {exc}") from exc
-    module = MultiTaskModule(config.model_dump(mode="json"))
+    module = MultiTaskModule.from_config(config)
     module.load_state_dict(state_dict)
     network = module.inference_network
     network.eval()

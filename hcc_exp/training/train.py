@@ -266,18 +266,23 @@ def _fit_and_predict(
     progress: bool,
 ) -> TrainResult:
     datamodule = HccDataModule(cohort, config)
-    module = MultiTaskModule(config.model_dump(mode="json"))
+    module = MultiTaskModule.from_config(config)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints_dir,
         filename=BEST_CHECKPOINT.stem,
-        monitor=MONITOR,
-        mode="min",
+        monitor=config.trainer.monitor,
+        mode=config.trainer.monitor_mode,
         save_top_k=1,
         enable_version_counter=False,
     )
     callbacks: list[Callback] = [
         checkpoint,
-        EarlyStopping(monitor=MONITOR, mode="min", patience=config.trainer.patience, check_finite=False),
+        EarlyStopping(
+            monitor=config.trainer.monitor,
+            mode=config.trainer.monitor_mode,
+            patience=config.trainer.patience,
+            check_finite=False,
+        ),
         TrackingCallback(tracker),
         *extra_callbacks,
     ]
@@ -345,7 +350,11 @@ def _fit_and_predict(
     metrics.update(
         best_epoch=float(best_epoch),
         epochs_trained=float(epochs_trained),
-        **{"val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")},
+        **{
+            config.trainer.monitor: float(checkpoint.best_model_score)
+            if checkpoint.best_model_score is not None
+            else float("nan")
+        },
     )
     run.write_json(run.metrics_json, metrics)
     return TrainResult(run_dir=run.root, metrics=metrics, best_epoch=best_epoch, epochs_trained=epochs_trained)

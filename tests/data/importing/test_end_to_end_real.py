@@ -30,7 +30,7 @@ from hcc_exp.data.contract import IMAGES_DIR
 from hcc_exp.data.importer import QC_CSV, QC_DIR, ImportMapping, import_cohort
 from hcc_exp.data.preprocess import preprocess_cohort
 from hcc_exp.data.validate import validate_cohort
-from hcc_exp.interpretability.predict import predict_cohort
+from hcc_exp.inference.predict import predict_cohort
 from hcc_exp.training.train import train
 from tests.conftest import REAL_HCC_DIR, tiny_run_overrides
 from tests.data.importing.real_scan import (
