@@ -18,6 +18,7 @@ memory is O(n^2) for the pair matrices, fine for cohorts of a few thousand patie
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,12 +82,17 @@ class PairedCIndexDifference:
 
 @dataclass(frozen=True)
 class TorchsurvCIndex:
-    """torchsurv's C-index and its own (Noether by default) confidence interval."""
+    """torchsurv's C-index and its own (Noether by default) confidence interval.
+
+    ``ci_low`` / ``ci_high`` are NaN and ``reason`` says why when torchsurv cannot give an interval
+    (its standard error is zero when the C-index is exactly 0 or 1).
+    """
 
     estimate: float
     ci_low: float
     ci_high: float
     method: str
+    reason: str = ""
 
 
 # --------------------------------------------------------------------------- pair structure
@@ -323,5 +329,9 @@ def torchsurv_c_index(
         return NotEstimable(_no_pairs_reason(event_arr))
     metric = ConcordanceIndex()
     estimate = metric(torch.from_numpy(risk_arr), torch.from_numpy(event_arr), torch.from_numpy(time_arr))
-    low, high = metric.confidence_interval(method=method, alpha=1.0 - confidence)
+    try:
+        low, high = metric.confidence_interval(method=method, alpha=1.0 - confidence)
+    except ValueError as exc:  # "The standard error of the concordance index must be a positive value."
+        reason = f"torchsurv {method} interval undefined at C = {float(estimate):g} ({exc})"
+        return TorchsurvCIndex(float(estimate), math.nan, math.nan, method, reason)
     return TorchsurvCIndex(float(estimate), float(low), float(high), method)
