@@ -68,9 +68,10 @@ def synth(
 ) -> None:
     """Write the embedded synthetic triphasic CT cohort (with its oracle) to OUT."""
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.evaluation.oracle import cohort_oracle_metrics
 
     summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
-    console.print(summary.to_rich_table())
+    console.print(summary.to_rich_table(oracle=cohort_oracle_metrics(out)))
     console.print(f"[green]Wrote {patients} patients to {out}[/green] (oracle in {out / 'oracle.csv'})")
 
 

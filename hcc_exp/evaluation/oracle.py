@@ -30,7 +30,6 @@ import pandas as pd
 from hcc_exp.data.contract import COHORT_CSV, ORACLE_CSV
 from hcc_exp.errors import CohortError, MissingColumnError, MissingFileError, RunFolderError
 from hcc_exp.evaluation.common import NotEstimable
-from hcc_exp.evaluation.concordance import harrell_c_index
 from hcc_exp.vocabulary import (
     ENDPOINTS,
     MVI,
@@ -81,12 +80,17 @@ def oracle_metrics(oracle: pd.DataFrame, labels: pd.DataFrame) -> dict[str, floa
     """
     from sklearn.metrics import roc_auc_score
 
+    # Imported here: concordance pulls in torch (torchsurv), and the share rule above must stay
+    # importable without it (benchmarks set thread counts before torch is loaded).
+    from hcc_exp.evaluation.concordance import harrell_c_index
+
     needed = [PATIENT_ID, *ORACLE_SCORE_COLUMNS.values()]
     missing = [c for c in needed if c not in oracle.columns]
     if missing:
         raise RunFolderError(f"{ORACLE_CSV}: missing column(s) {missing}")
     frame = oracle[needed].assign(**{PATIENT_ID: oracle[PATIENT_ID].astype(str)})
-    frame = frame.merge(labels.assign(**{PATIENT_ID: labels[PATIENT_ID].astype(str)}), on=PATIENT_ID, how="inner")
+    outcomes = labels.drop(columns=[c for c in ORACLE_SCORE_COLUMNS.values() if c in labels.columns])
+    frame = frame.merge(outcomes.assign(**{PATIENT_ID: outcomes[PATIENT_ID].astype(str)}), on=PATIENT_ID, how="inner")
     out: dict[str, float] = {}
     for split in SPLITS:
         part = frame[frame[SPLIT] == split]
