@@ -29,11 +29,12 @@ def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Conso
         console.print(f"Raw cohort present: {cohort_dir}")
         return
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.evaluation.oracle import cohort_oracle_metrics
     from hcc_exp.reporting.console import render_synthetic_summary
 
     console.rule("synthetic cohort")
     summary = write_synthetic_cohort(cohort_dir, patients=patients, seed=seed, progress=True)
-    render_synthetic_summary(summary, console, oracle=summary.oracle)
+    render_synthetic_summary(summary, console, oracle=cohort_oracle_metrics(cohort_dir))
 
 
 def dvc_executable() -> str:

@@ -56,7 +56,7 @@ from hcc_exp.data.contract import (
     TNM_STAGES,
 )
 from hcc_exp.data.io import image_from_array, staged_folder, write_nifti
-from hcc_exp.errors import CohortError, ConfigError, MissingColumnError, MissingFileError
+from hcc_exp.errors import ConfigError
 from hcc_exp.progress import patient_progress
 
 SYNTHETIC_VERSION = 2
@@ -689,7 +689,7 @@ def sample_cohort(patients: int, seed: int) -> list[SyntheticPatient]:
     ]
 
 
-# --------------------------------------------------------------------------- summary and oracle
+# --------------------------------------------------------------------------- summary and oracle.csv columns
 @dataclass
 class SyntheticSummary:
     """What ``write_synthetic_cohort`` wrote.
@@ -699,8 +699,6 @@ class SyntheticSummary:
         patients, seed, version: the generator inputs.
         n_per_split: patients per split.
         os_event_rate, rfs_event_rate, mvi_rate: per split, fractions in [0, 1].
-        oracle: flat ``"<split>/<task>/<metric>"`` metrics of the true linear predictors,
-            e.g. ``"external/os/c_index"``, ``"internal/mvi/auc"`` (see :func:`oracle_metrics`).
         seconds: wall time of the generation.
     """
 
@@ -712,7 +710,6 @@ class SyntheticSummary:
     os_event_rate: dict[str, float]
     rfs_event_rate: dict[str, float]
     mvi_rate: dict[str, float]
-    oracle: dict[str, float]
     seconds: float
 
     def to_dict(self) -> dict[str, object]:
@@ -746,75 +743,6 @@ ORACLE_COLUMNS: tuple[str, ...] = (
     "cirrhosis_hu",
 )
 """Columns of ``oracle.csv`` (kept out of ``cohort.csv`` so no model can read them)."""
-
-
-def compute_oracle_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """Oracle metrics per split from outcomes + true scores (pure).
-
-    Args:
-        table: one row per patient with ``split``, ``os_time_days``, ``os_event``,
-            ``rfs_time_days``, ``rfs_event``, ``mvi`` and ``os_linear_predictor``,
-            ``rfs_linear_predictor``, ``mvi_probability``.
-
-    Returns:
-        ``"<split>/os/c_index"``, ``"<split>/rfs/c_index"`` (Harrell, scikit-survival) and
-        ``"<split>/mvi/auc"`` (scikit-learn) for every split present; NaN where undefined.
-    """
-    from sklearn.metrics import roc_auc_score
-    from sksurv.metrics import concordance_index_censored
-
-    metrics: dict[str, float] = {}
-    for split in SPLITS:
-        rows = table[table["split"] == split]
-        if rows.empty:
-            continue
-        for task in ("os", "rfs"):
-            event = rows[f"{task}_event"].to_numpy().astype(bool)
-            try:
-                value = concordance_index_censored(
-                    event, rows[f"{task}_time_days"].to_numpy(float), rows[f"{task}_linear_predictor"].to_numpy(float)
-                )[0]
-            except ValueError:  # no comparable pair
-                value = math.nan
-            metrics[f"{split}/{task}/c_index"] = float(value)
-        mvi = rows["mvi"].to_numpy().astype(int)
-        metrics[f"{split}/mvi/auc"] = (
-            float(roc_auc_score(mvi, rows["mvi_probability"].to_numpy(float))) if len(set(mvi)) == 2 else math.nan
-        )
-    return metrics
-
-
-def oracle_metrics(cohort_dir: Path) -> dict[str, float]:
-    """Oracle C-index (OS, RFS) and MVI AUC per split of a synthetic cohort folder.
-
-    Reads ``cohort.csv`` (observed outcomes) and ``oracle.csv`` (true scores).
-
-    Raises:
-        MissingFileError: either table is missing (a non-synthetic cohort has no oracle).
-        MissingColumnError: a needed column is missing.
-        CohortError: the two tables do not list the same patients.
-    """
-    cohort_dir = Path(cohort_dir)
-    tables = {}
-    for name in (COHORT_CSV, ORACLE_CSV):
-        path = cohort_dir / name
-        if not path.is_file():
-            raise MissingFileError(f"{name} does not exist (only synthetic cohorts have an oracle)", path=path)
-        tables[name] = pd.read_csv(path, dtype={"patient_id": str})
-    needed = {
-        COHORT_CSV: ("patient_id", "split", "os_time_days", "os_event", "rfs_time_days", "rfs_event", "mvi"),
-        ORACLE_CSV: ("patient_id", "os_linear_predictor", "rfs_linear_predictor", "mvi_probability"),
-    }
-    for name, columns in needed.items():
-        for col in columns:
-            if col not in tables[name].columns:
-                raise MissingColumnError("required column is missing", column=col, path=cohort_dir / name)
-    cohort = tables[COHORT_CSV]
-    oracle = tables[ORACLE_CSV][list(needed[ORACLE_CSV])]
-    if set(cohort["patient_id"]) != set(oracle["patient_id"]):
-        missing = sorted(set(cohort["patient_id"]) ^ set(oracle["patient_id"]))
-        raise CohortError(f"cohort.csv and oracle.csv list different patients: {', '.join(missing[:5])}", path=cohort_dir)
-    return compute_oracle_metrics(cohort.merge(oracle, on="patient_id", how="inner"))
 
 
 # --------------------------------------------------------------------------- writing
@@ -917,7 +845,6 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
         os_event_rate={s: float(by_split["os_event"].mean()[s]) for s in SPLITS},
         rfs_event_rate={s: float(by_split["rfs_event"].mean()[s]) for s in SPLITS},
         mvi_rate={s: float(by_split["mvi"].mean()[s]) for s in SPLITS},
-        oracle=oracle_metrics(out_dir),
         seconds=time.perf_counter() - started,
     )
 
