@@ -9,6 +9,7 @@ per-split oracle checks run on the same generator's outcome draws for more patie
 
 from __future__ import annotations
 
+import doctest
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
 from hcc_exp.config import PHASES
-from hcc_exp.data import synthetic
+from hcc_exp.data import synthetic, synthetic_model
 from hcc_exp.data.contract import (
     BCLC_STAGES,
     COHORT_CSV,
@@ -450,3 +451,8 @@ def test_mvi_signal_lives_in_the_peritumoral_margin(features):
     deep = roc_auc_score(features["mvi"], features["deep_arterial"])
     assert ring > 0.7, (ring, deep)
     assert ring > deep + 0.15, (ring, deep)
+
+
+def test_model_doctests():
+    result = doctest.testmod(synthetic_model)
+    assert result.attempted > 0 and result.failed == 0
