@@ -20,6 +20,7 @@ from rich.console import Console
 from hcc_exp.config import load_config
 from hcc_exp.errors import HccExpError
 from hcc_exp.paths import DEMO_RUN_DIR, DEMO_SWEEP_DIR, DEMO_TABLE_DIR
+from hcc_exp.run_folder import RunFolder
 
 
 def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Console) -> None:
@@ -57,13 +58,13 @@ def run_demo(config_path: Path, console: Console) -> None:
 
     from hcc_exp.reporting.console import render_evaluation
 
-    evaluation = DEMO_RUN_DIR / "evaluation" / "metrics.json"
+    evaluation = RunFolder(DEMO_RUN_DIR).evaluation_metrics_json
     if evaluation.is_file():
         render_evaluation(DEMO_RUN_DIR, json.loads(evaluation.read_text(encoding="utf-8")), console)
     table = DEMO_TABLE_DIR / "ablation.md"
     if table.is_file():
         console.print(f"Demo ablation table (one seed, 3 epochs per arm): {table}")
     console.print(
-        f"[green]Done.[/green] Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}"
+        f"[green]Done.[/green] Run folder: {DEMO_RUN_DIR}  |  evaluation: {RunFolder(DEMO_RUN_DIR).evaluation_dir}"
         f"  |  demo sweep: {DEMO_SWEEP_DIR}"
     )
