@@ -46,6 +46,7 @@ from hcc_exp.evaluation.oracle import oracle_metrics, oracle_shares
 from hcc_exp.evaluation.predictions import LABEL_COLUMNS, PREDICTION_COLUMNS, merge_predictions
 from hcc_exp.evaluation.record import MetricRecord
 from hcc_exp.evaluation.tables import write_tables
+from hcc_exp.progress import patient_progress
 from hcc_exp.vocabulary import ENDPOINT_TITLES, ENDPOINTS
 
 __all__ = [
@@ -125,7 +126,9 @@ def evaluate_predictions(
         predictions: ``patient_id, split, os_risk, rfs_risk, mvi_prob`` (one row per patient).
         labels: ``labels.csv`` rows (outcomes and clinical columns).
         cfg: horizons, bootstrap resamples, KM truncation, seed.
-        out_dir: folder written (created): ``metrics.json``, ``reasons.json``, ``tables/``, ``figures/``.
+        out_dir: folder written: ``metrics.json``, ``reasons.json``, ``tables/``, ``figures/``. It is
+            built in a staging folder beside it and replaces ``out_dir`` (and whatever was in it)
+            only when complete; a failure leaves ``out_dir`` as it was.
         oracle: optional ``"<split>/<task>/oracle_c_index"`` / ``"<split>/mvi/oracle_auc"``
             values (:func:`oracle_metrics`); adds ``oracle_share = (model - 0.5) / (oracle - 0.5)``.
         dca_thresholds: threshold probabilities of every decision curve; default
@@ -247,8 +250,6 @@ def evaluate_run(
     Raises:
         RunFolderError: a file is missing or malformed (named in the message).
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     run_dir = Path(run_dir)
     meta_path, predictions_path = run_dir / "meta.json", run_dir / "predictions.csv"
     for needed in (meta_path, predictions_path):
@@ -267,13 +268,8 @@ def evaluate_run(
     out_dir = run_dir / EVALUATION_DIR
     if not show_progress:
         return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]evaluate[/bold] {task.description}"),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("loading", total=None)
+    with patient_progress("evaluate:") as bar:  # the package's one bar style, one step per statistic group
+        task = bar.add_task("loading", total=len(ENDPOINTS) + 3)  # endpoints, MVI, tables, figures
         return evaluate_predictions(
             predictions,
             labels,
@@ -281,5 +277,5 @@ def evaluate_run(
             out_dir,
             oracle,
             dca_thresholds=dca_thresholds,
-            progress=lambda name: bar.update(task, description=name),
+            progress=lambda name: bar.update(task, description=name, advance=1),
         )
