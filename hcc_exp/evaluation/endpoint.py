@@ -34,11 +34,11 @@ from hcc_exp.evaluation.concordance import bootstrap_c_index, bootstrap_indices,
 from hcc_exp.evaluation.decision_curves import survival_decision_curve
 from hcc_exp.evaluation.plots import horizon_label
 from hcc_exp.evaluation.record import MetricRecord
-from hcc_exp.evaluation.risk_groups import RiskGroupComparison, compare_risk_groups, median_cut
+from hcc_exp.evaluation.risk_groups import RiskGroupComparison, compare_risk_groups
+from hcc_exp.evaluation.risk_model import fit_endpoint_risk_model
 from hcc_exp.evaluation.survival import (
     BreslowBaseline,
     calibration_by_risk_group,
-    fit_breslow,
     kaplan_meier_event_probability,
     time_dependent_auc,
     time_dependent_roc,
@@ -209,11 +209,13 @@ def baseline_step(
 
 # --------------------------------------------------------------------------- orchestration
 def fit_on_training(train: pd.DataFrame, endpoint: str) -> tuple[BreslowBaseline | NotEstimable, float | NotEstimable]:
-    """The Breslow baseline hazard and the median risk cut, both fitted on the training split."""
+    """The Breslow baseline hazard and the median risk cut, fitted on the training split by the
+    run's own risk model (:func:`~hcc_exp.evaluation.risk_model.fit_endpoint_risk_model`)."""
     if train.empty:
         return NotEstimable("no training split"), NotEstimable("no training split: no median risk cut")
     r_col, t_col, e_col = risk_column(endpoint), time_column(endpoint), event_column(endpoint)
-    return fit_breslow(train[r_col], train[t_col], train[e_col]), median_cut(train[r_col])
+    fitted = fit_endpoint_risk_model(train[r_col], train[t_col], train[e_col])  # the run's risk model
+    return fitted.breslow, fitted.cutoff
 
 
 def evaluate_endpoint(

@@ -22,12 +22,8 @@ split and applied unchanged to the others.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +32,7 @@ import yaml
 from hcc_exp.config import EvaluationConfig, build_config
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.data.contract import ORACLE_CSV
+from hcc_exp.data.io import staged_folder
 from hcc_exp.errors import ConfigError, RunFolderError
 from hcc_exp.evaluation import plots
 from hcc_exp.evaluation.common import NotEstimable
@@ -47,6 +44,15 @@ from hcc_exp.evaluation.predictions import LABEL_COLUMNS, PREDICTION_COLUMNS, me
 from hcc_exp.evaluation.record import MetricRecord
 from hcc_exp.evaluation.tables import write_tables
 from hcc_exp.progress import patient_progress
+from hcc_exp.run_folder import (
+    EVALUATION_DIR,
+    EVALUATION_FIGURES_DIR,
+    EVALUATION_REASONS_JSON,
+    EVALUATION_TABLES_DIR,
+    METRICS_JSON,
+    RunFolder,
+    resolve_recorded_path,
+)
 from hcc_exp.vocabulary import ENDPOINT_TITLES, ENDPOINTS
 
 __all__ = [
@@ -59,42 +65,6 @@ __all__ = [
     "run_oracle",
 ]
 
-EVALUATION_DIR = "evaluation"
-METRICS_JSON = "metrics.json"
-REASONS_JSON = "reasons.json"
-TABLES_DIR = "tables"
-FIGURES_DIR = "figures"
-
-
-# --------------------------------------------------------------------------- the folder, written atomically
-@contextlib.contextmanager
-def _staged_folder(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out_dir``; on success it replaces ``out_dir``.
-
-    On any failure the staging folder is removed and ``out_dir`` is left as it was (the
-    previous evaluation, or nothing): a failed evaluation never leaves a half-written folder.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield stage
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; the folder gets the usual permissions
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            try:
-                os.replace(stage, out_dir)
-            except BaseException:
-                os.replace(old, out_dir)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _add_oracle(record: MetricRecord, oracle: dict[str, float]) -> None:
@@ -155,14 +125,15 @@ def evaluate_predictions(
     if oracle:
         _add_oracle(record, oracle)
 
-    with _staged_folder(out_dir) as stage:
+    # Written into a staging folder that replaces out_dir only when complete (issue 13 item 4).
+    with staged_folder(out_dir) as stage:
         step("tables")
-        (stage / TABLES_DIR).mkdir()
-        write_tables(record, survival, mvi, horizons, stage / TABLES_DIR)
+        (stage / EVALUATION_TABLES_DIR).mkdir()
+        write_tables(record, survival, mvi, horizons, stage / EVALUATION_TABLES_DIR)
         if figures:
             step("figures")
-            _write_figures(survival, mvi, cfg, stage / FIGURES_DIR)
-        for name, values in ((METRICS_JSON, record.metrics), (REASONS_JSON, record.reasons)):
+            _write_figures(survival, mvi, cfg, stage / EVALUATION_FIGURES_DIR)
+        for name, values in ((METRICS_JSON, record.metrics), (EVALUATION_REASONS_JSON, record.reasons)):
             (stage / name).write_text(json.dumps(dict(sorted(values.items())), indent=1), encoding="utf-8")
     result: dict[str, float | str] = {k: f"not estimable: {v}" for k, v in record.reasons.items()}
     result.update(record.metrics)
@@ -186,21 +157,8 @@ def _write_figures(
     plots.plot_decision_curves(mvi.dca, "Microvascular invasion: decision curves", figures_dir / "dca_mvi.png")
 
 
-def _resolve(raw: str, run_dir: Path) -> Path:
-    """A path recorded in meta.json: absolute as written; a relative one belongs to the run's
-    project, so the run folder's ancestors are tried first (the nearest one holding it), and
-    the working directory last (another project's ``data/raw`` must not shadow the run's)."""
-    path = Path(raw)
-    if path.is_absolute():
-        return path
-    for ancestor in run_dir.resolve().parents:
-        if (ancestor / path).exists():
-            return ancestor / path
-    return path
-
-
 def _run_config(run_dir: Path) -> EvaluationConfig:
-    config_path = run_dir / "config.yaml"
+    config_path = RunFolder(run_dir).config_yaml
     if not config_path.is_file():
         return EvaluationConfig()
     try:
@@ -220,10 +178,10 @@ def run_oracle(run_dir: Path, meta: dict) -> dict[str, float] | None:
     """
     if not meta.get("cohort_dir") or not meta.get("cache_dir"):
         return None
-    oracle_path = _resolve(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
+    oracle_path = resolve_recorded_path(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
     if not oracle_path.is_file():
         return None
-    labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
+    labels = PreprocessedCohort.open(resolve_recorded_path(str(meta["cache_dir"]), run_dir)).labels
     return oracle_metrics(pd.read_csv(oracle_path, dtype={"patient_id": str}), labels)
 
 
@@ -251,21 +209,14 @@ def evaluate_run(
         RunFolderError: a file is missing or malformed (named in the message).
     """
     run_dir = Path(run_dir)
-    meta_path, predictions_path = run_dir / "meta.json", run_dir / "predictions.csv"
-    for needed in (meta_path, predictions_path):
-        if not needed.is_file():
-            raise RunFolderError(f"{run_dir} is not a finished run: {needed.name} missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{meta_path}: not valid JSON: {exc}") from exc
-    if "cache_dir" not in meta:
-        raise RunFolderError(f"{meta_path}: no 'cache_dir' key")
+    run = RunFolder(run_dir)
+    run.require(run.meta_json, run.predictions_csv)
+    meta = run.read_meta()
     cfg = cfg or _run_config(run_dir)
-    labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
-    predictions = pd.read_csv(predictions_path, dtype={"patient_id": str})
+    labels = run.open_cache().labels
+    predictions = run.read_predictions()
     oracle = run_oracle(run_dir, meta)
-    out_dir = run_dir / EVALUATION_DIR
+    out_dir = run.evaluation_dir
     if not show_progress:
         return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
     with patient_progress("evaluate:") as bar:  # the package's one bar style, one step per statistic group
