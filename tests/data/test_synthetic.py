@@ -387,9 +387,9 @@ def test_summary_renders_as_a_console_table(tmp_path):
     render_synthetic_summary(summary, console, oracle={"external/os/oracle_c_index": 0.8126, "external/mvi/oracle_auc": 0.75})
     rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in console.export_text().splitlines()]
     cells = {row[0]: row[1:] for row in rows if row[0] in SPLITS}
-    assert cells["train"] == ["5", "40%", "60%", "20%", "n/a", "n/a", "n/a"]
-    assert cells["internal"] == ["3", "33%", "67%", "0%", "n/a", "n/a", "n/a"]
-    assert cells["external"] == ["2", "50%", "100%", "50%", "0.813", "n/a", "0.750"]
+    assert cells["train"] == ["5", "40%", "60%", "20%", "n/e", "n/e", "n/e"]
+    assert cells["internal"] == ["3", "33%", "67%", "0%", "n/e", "n/e", "n/e"]
+    assert cells["external"] == ["2", "50%", "100%", "50%", "0.813", "n/e", "0.750"]
     plain = Console(record=True, width=200)
     render_synthetic_summary(summary, plain)
     assert "oracle" not in plain.export_text()
