@@ -12,11 +12,9 @@ For each split and metric the table holds, per arm:
   resample for every arm);
 * the oracle share (synthetic cohorts) where ``evaluation/metrics.json`` has it.
 
-:func:`build_ablation_table` reads the sweep folder and computes; the rendering
-(Markdown, CSV, forest plot, terminal) is :mod:`hcc_exp.reporting.tables`.
-
-Metrics are named ``"<task>/<metric>"`` (e.g. ``"os/c_index"``) and looked up in each run as the
-metric key ``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
+:func:`build_ablation_table` reads the sweep folder and computes; :mod:`hcc_exp.reporting.tables`
+renders. Metrics are ``"<task>/<metric>"`` (``"os/c_index"``), looked up in each run as
+``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
 """
 
 from __future__ import annotations
