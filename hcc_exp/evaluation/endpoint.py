@@ -209,11 +209,12 @@ def baseline_step(
 
 # --------------------------------------------------------------------------- orchestration
 def fit_on_training(train: pd.DataFrame, endpoint: str) -> tuple[BreslowBaseline | NotEstimable, float | NotEstimable]:
-    """The Breslow baseline hazard and the median risk cut, both fitted on the training split."""
+    """The Breslow baseline hazard and the median risk cut, fitted on the training split by the
+    run's own risk model (:func:`~hcc_exp.evaluation.risk_model.fit_endpoint_risk_model`)."""
     if train.empty:
         return NotEstimable("no training split"), NotEstimable("no training split: no median risk cut")
     r_col, t_col, e_col = risk_column(endpoint), time_column(endpoint), event_column(endpoint)
-    fitted = fit_endpoint_risk_model(train[r_col], train[t_col], train[e_col])  # the run's own risk model
+    fitted = fit_endpoint_risk_model(train[r_col], train[t_col], train[e_col])  # the run's risk model
     return fitted.breslow, fitted.cutoff
 
 

@@ -22,12 +22,8 @@ split and applied unchanged to the others.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +32,7 @@ import yaml
 from hcc_exp.config import EvaluationConfig, build_config
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.data.contract import ORACLE_CSV
+from hcc_exp.data.io import staged_folder
 from hcc_exp.errors import ConfigError, RunFolderError
 from hcc_exp.evaluation import plots
 from hcc_exp.evaluation.common import NotEstimable
@@ -46,6 +43,7 @@ from hcc_exp.evaluation.oracle import oracle_metrics, oracle_shares
 from hcc_exp.evaluation.predictions import LABEL_COLUMNS, PREDICTION_COLUMNS, merge_predictions
 from hcc_exp.evaluation.record import MetricRecord
 from hcc_exp.evaluation.tables import write_tables
+from hcc_exp.progress import patient_progress
 from hcc_exp.run_folder import (
     EVALUATION_DIR,
     EVALUATION_FIGURES_DIR,
@@ -67,37 +65,6 @@ __all__ = [
     "run_oracle",
 ]
 
-
-
-# --------------------------------------------------------------------------- the folder, written atomically
-@contextlib.contextmanager
-def _staged_folder(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out_dir``; on success it replaces ``out_dir``.
-
-    On any failure the staging folder is removed and ``out_dir`` is left as it was (the
-    previous evaluation, or nothing): a failed evaluation never leaves a half-written folder.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield stage
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; the folder gets the usual permissions
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            try:
-                os.replace(stage, out_dir)
-            except BaseException:
-                os.replace(old, out_dir)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _add_oracle(record: MetricRecord, oracle: dict[str, float]) -> None:
@@ -129,7 +96,9 @@ def evaluate_predictions(
         predictions: ``patient_id, split, os_risk, rfs_risk, mvi_prob`` (one row per patient).
         labels: ``labels.csv`` rows (outcomes and clinical columns).
         cfg: horizons, bootstrap resamples, KM truncation, seed.
-        out_dir: folder written (created): ``metrics.json``, ``reasons.json``, ``tables/``, ``figures/``.
+        out_dir: folder written: ``metrics.json``, ``reasons.json``, ``tables/``, ``figures/``. It is
+            built in a staging folder beside it and replaces ``out_dir`` (and whatever was in it)
+            only when complete; a failure leaves ``out_dir`` as it was.
         oracle: optional ``"<split>/<task>/oracle_c_index"`` / ``"<split>/mvi/oracle_auc"``
             values (:func:`oracle_metrics`); adds ``oracle_share = (model - 0.5) / (oracle - 0.5)``.
         dca_thresholds: threshold probabilities of every decision curve; default
@@ -156,7 +125,8 @@ def evaluate_predictions(
     if oracle:
         _add_oracle(record, oracle)
 
-    with _staged_folder(out_dir) as stage:
+    # Written into a staging folder that replaces out_dir only when complete (issue 13 item 4).
+    with staged_folder(out_dir) as stage:
         step("tables")
         (stage / EVALUATION_TABLES_DIR).mkdir()
         write_tables(record, survival, mvi, horizons, stage / EVALUATION_TABLES_DIR)
@@ -238,8 +208,6 @@ def evaluate_run(
     Raises:
         RunFolderError: a file is missing or malformed (named in the message).
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     run.require(run.meta_json, run.predictions_csv)
@@ -251,13 +219,8 @@ def evaluate_run(
     out_dir = run.evaluation_dir
     if not show_progress:
         return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("evaluate {task.description}", markup=False),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("loading", total=None)
+    with patient_progress("evaluate:") as bar:  # the package's one bar style, one step per statistic group
+        task = bar.add_task("loading", total=len(ENDPOINTS) + 3)  # endpoints, MVI, tables, figures
         return evaluate_predictions(
             predictions,
             labels,
@@ -265,5 +228,5 @@ def evaluate_run(
             out_dir,
             oracle,
             dca_thresholds=dca_thresholds,
-            progress=lambda name: bar.update(task, description=name),
+            progress=lambda name: bar.update(task, description=name, advance=1),
         )

@@ -12,11 +12,9 @@ For each split and metric the table holds, per arm:
   resample for every arm);
 * the oracle share (synthetic cohorts) where ``evaluation/metrics.json`` has it.
 
-:func:`build_ablation_table` reads the sweep folder and computes; the rendering
-(Markdown, CSV, forest plot, terminal) is :mod:`hcc_exp.reporting.tables`.
-
-Metrics are named ``"<task>/<metric>"`` (e.g. ``"os/c_index"``) and looked up in each run as the
-metric key ``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
+:func:`build_ablation_table` reads the sweep folder and computes; :mod:`hcc_exp.reporting.tables`
+renders. Metrics are ``"<task>/<metric>"`` (``"os/c_index"``), looked up in each run as
+``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
 """
 
 from __future__ import annotations
@@ -29,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.progress import Progress
 
 from hcc_exp.errors import HccExpError, RunFolderError, SweepError
 from hcc_exp.evaluation.concordance import bootstrap_indices
 from hcc_exp.evaluation.oracle import SHARE
+from hcc_exp.progress import patient_progress
 from hcc_exp.reporting.stats import (
     CONFIDENCE,
     PairedBootstrap,
@@ -74,7 +72,8 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "rfs/auc_365d",
 )
 MAIN_METRICS: tuple[str, ...] = ("os/c_index", "rfs/c_index", "mvi/f1")
-MAIN_SPLITS: tuple[str, ...] = ("internal", "external")
+MAIN_SPLITS: tuple[str, ...] = SPLITS[1:]
+"""Splits of the terminal table: internal validation and external test."""
 SURVIVAL_COLUMNS: dict[str, tuple[str, str, str]] = {
     endpoint: (risk_column(endpoint), time_column(endpoint), event_column(endpoint)) for endpoint in ENDPOINTS
 }
@@ -351,8 +350,8 @@ def build_ablation_table(
 
     loader = _Loader()
     rows: list[dict[str, Any]] = []
-    with Progress(transient=True, disable=not progress) as bar:
-        task_id = bar.add_task("ablation table", total=len(present))
+    with patient_progress("ablation table:", enabled=progress) as bar:
+        task_id = bar.add_task("split x metric", total=len(present))
         for split, metric in present:
             rows += _metric_rows(
                 split, metric, arms, runs_by_arm, reference_arm, counts, loader,

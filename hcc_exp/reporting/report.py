@@ -1,6 +1,6 @@
 """Sweep report: the ablation tables, the forest plot, each arm's best run and the trial counts.
 
-Written twice from one list of blocks (:mod:`hcc_exp.reporting.document`):
+Written twice from one list of blocks (:mod:`hcc_exp.document`):
 
 * ``report.md`` next to its images (forest plot, copied evaluation figures);
 * ``report.html``, self-contained: CSS inline, every image a base64 data URI.
