@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hcc_exp.data.contract import read_cohort_table, typed_cohort_table
 from hcc_exp.errors import RunFolderError
 from hcc_exp.vocabulary import REGIONS  # noqa: F401  (re-exported: mask channels liver, margin band, tumour)
 
@@ -56,7 +57,7 @@ class PreprocessedCohort:
         if not manifest_path.is_file():
             raise RunFolderError(f"{root} is not a preprocessed cache: {MANIFEST} missing (run `hcc-exp preprocess`)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        labels = pd.read_csv(root / LABELS, dtype={"patient_id": str})
+        labels = typed_cohort_table(read_cohort_table(root / LABELS))  # ids as text: a patient `NA` stays `NA`
         return cls(root, manifest, labels)
 
     @property

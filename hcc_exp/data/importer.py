@@ -455,7 +455,7 @@ def _prepare_destination(src: Path, dst: Path, overwrite: bool) -> None:
     if dst.is_dir() and any(dst.iterdir()):
         if not overwrite:
             raise CohortImportError(
-                f"destination {dst} exists and is not empty (pass overwrite to replace it)"
+                f"destination {dst} exists and is not empty (pass --overwrite, or overwrite=True from Python, to replace it)"
             )
         src_resolved, dst_resolved = src.resolve(), dst.resolve()
         if src_resolved == dst_resolved or dst_resolved in src_resolved.parents:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 from rich.progress import (
     BarColumn,
@@ -56,7 +55,7 @@ from hcc_exp.data.cache import (
     REGIONS,
     PreprocessedCohort,
 )
-from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles
+from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles, read_cohort_table
 from hcc_exp.data.io import atomic_path, read_volume, same_grid
 from hcc_exp.errors import CohortError, HccExpError, PatientPreprocessError, PreprocessError
 
@@ -795,7 +794,7 @@ def preprocess_cohort(
     cohort_csv = cohort_dir / COHORT_CSV
     if not cohort_csv.is_file():
         raise PreprocessError(f"{cohort_csv} does not exist")
-    table = pd.read_csv(cohort_csv, dtype={"patient_id": str})
+    table = read_cohort_table(cohort_csv)  # the table `check` validated, normalised the same way
     if "patient_id" not in table.columns:
         raise PreprocessError(f"{cohort_csv} has no patient_id column")
     patient_ids = table["patient_id"].astype(str).tolist()
@@ -817,7 +816,7 @@ def preprocess_cohort(
         (tmp / PATIENTS_DIR).mkdir(parents=True)
         try:
             infos = _preprocess_patients(cohort_dir, tmp / PATIENTS_DIR, cfg, phases, patient_ids, progress)
-            shutil.copyfile(cohort_csv, tmp / LABELS)
+            table.to_csv(tmp / LABELS, index=False, lineterminator="\n")  # normalised values, not the raw file
             manifest = {
                 "version": CACHE_VERSION,
                 "cache_key": key,

@@ -109,10 +109,10 @@ def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> Prepro
 def _validator_hash() -> str:
     import hashlib
 
-    from hcc_exp.data import contract, validate
+    from hcc_exp.data import contract, table_checks, validate, volume_checks
 
     digest = hashlib.blake2b(digest_size=8)
-    for module in (contract, validate):
+    for module in (contract, table_checks, validate, volume_checks):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 

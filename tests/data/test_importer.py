@@ -20,7 +20,7 @@ from hcc_exp.data import importer
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, REQUIRED_COLUMNS
 from hcc_exp.data.importer import ImportMapping, MaskNames, import_cohort
 from hcc_exp.data.io import read_volume, write_nifti
-from hcc_exp.data.validate import load_cohort_table, render_report
+from hcc_exp.data.validate import load_cohort_table
 from hcc_exp.errors import (
     CohortImportError,
     CohortValidationError,
@@ -29,6 +29,7 @@ from hcc_exp.errors import (
     MissingFileError,
     UnreadableVolumeError,
 )
+from hcc_exp.reporting.console import render_validation_report as render_report
 from tests.conftest import REAL_CT_DIR
 from tests.factories import sphere
 
