@@ -45,6 +45,7 @@ from hcc_exp.data.volume_checks import (  # noqa: F401  (re-exported: the not-CT
 from hcc_exp.errors import (
     CohortError,
     MissingFileError,
+    NotComputedTomographyError,  # noqa: F401  (re-exported: predict's not-CT refusal)
     PreprocessError,
 )
 from hcc_exp.interpretability.cam import HEAD_TITLES, HEADS, patient_cams, plot_cam_overlay
