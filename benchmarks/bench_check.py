@@ -89,6 +89,8 @@ def main() -> dict:
     args = parser.parse_args()
     timings, results = {}, {}
     per_problem = {}
+    _bounded(_cohort(50))  # warm-up: imports (scikit-survival, nibabel) are not part of any size
+    _full_table(_cohort(50))
     for n in args.sizes:
         cohort = _cohort(n)
         variants = {"bounded": _bounded} | ({"full_table": _full_table} if n <= FULL_TABLE_MAX else {})

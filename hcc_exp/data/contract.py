@@ -22,6 +22,7 @@ relapse or death, so ``rfs_time_days <= os_time_days`` and a death at
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,29 @@ MISSING_MARKERS: frozenset[str] = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 
-def _first_existing(folder: Path, stem: str) -> Path | None:
+def _list_folder(folder: Path) -> tuple[set[str], set[str]]:
+    """(file names, folder names) directly in ``folder`` (empty if it does not exist): one listing, not one stat per name."""
+    files: set[str] = set()
+    folders: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file():
+                        files.add(entry.name)
+                    elif entry.is_dir():
+                        folders.add(entry.name)
+                except OSError:
+                    continue
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return files, folders
+
+
+def _first_existing(folder: Path, stem: str, files: set[str]) -> Path | None:
     for suffix in NIFTI_SUFFIXES:
-        candidate = folder / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
+        if f"{stem}{suffix}" in files:
+            return folder / f"{stem}{suffix}"
     return None
 
 
@@ -96,13 +115,13 @@ class PatientFiles:
         images: dict[str, Path | None] = {}
         tumours: dict[str, Path | None] = {}
         livers: dict[str, Path | None] = {}
-        shared_liver = _first_existing(folder, "liver")
+        files, folders = _list_folder(folder)
+        shared_liver = _first_existing(folder, "liver", files)
         for phase in phases:
-            nifti = _first_existing(folder, phase)
-            dicom_dir = folder / phase
-            images[phase] = nifti if nifti is not None else (dicom_dir if dicom_dir.is_dir() else None)
-            tumours[phase] = _first_existing(folder, f"{phase}_tumour")
-            livers[phase] = _first_existing(folder, f"{phase}_liver") or shared_liver
+            nifti = _first_existing(folder, phase, files)
+            images[phase] = nifti if nifti is not None else (folder / phase if phase in folders else None)
+            tumours[phase] = _first_existing(folder, f"{phase}_tumour", files)
+            livers[phase] = _first_existing(folder, f"{phase}_liver", files) or shared_liver
         return cls(str(patient_id), folder, images, tumours, livers)
 
     def expected_name(self, kind: str, phase: str) -> Path:
