@@ -5,8 +5,8 @@ Issue 13, item 3: printing the problem report grew about quadratically (800 prob
 ``CHECK_ROWS_PER_PROBLEM`` rows per problem class and writes the full list to a CSV file.
 
 Compared in one process on the same tables: the bounded report (validate + render + problem
-list) against the former full Rich table of every problem (rendered here as it was, for the
-smaller sizes only). Headline ratio: seconds per problem at the largest size over seconds per
+list) against the former full Rich table of every problem and the former refusal message
+listing every problem through Rich (rendered here as they were, for the smaller sizes only). Headline ratio: seconds per problem at the largest size over seconds per
 problem at the smallest (1 = linear). Peak Python memory (``tracemalloc``) is measured in a
 second, untimed pass.
 
@@ -27,9 +27,11 @@ if __package__ in (None, ""):
 from benchmarks.common import WORK_DIR, Target, base_parser, fresh_dir, print_result, summary, write_result
 
 NAME = "check"
-TARGET = Target(2.0, "seconds per problem at 10,000 <= 2x that at 800 (linear)", op="<=")
+TARGET = Target(2.0, "seconds per problem at the largest size <= 2x that at the smallest (linear)", op="<=")
 FULL_TABLE_MAX = 1600
-"""The former full-table rendering is timed up to this size only (it grew quadratically)."""
+"""The former full-table rendering is timed up to this size only."""
+FULL_MESSAGE_MAX = 800
+"""The former full refusal message is timed up to this size only (it grows quadratically: 20 s at 800)."""
 
 
 def _cohort(n_patients: int) -> Path:
@@ -44,8 +46,10 @@ def _cohort(n_patients: int) -> Path:
 
 def _bounded(cohort: Path) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from hcc_exp.data.validate import validate_cohort
+    from hcc_exp.errors import CohortValidationError
     from hcc_exp.reporting.console import render_validation_report
 
     report = validate_cohort(cohort, progress=False)
@@ -53,6 +57,19 @@ def _bounded(cohort: Path) -> int:
     report.write_problem_list(out)
     console = Console(file=io.StringIO(), width=200)
     render_validation_report(report, console, problem_list=out)
+    console.print(Text(str(CohortValidationError(cohort, report.errors))))  # what `main` prints on refusal
+    return len(report.errors)
+
+
+def _full_message(cohort: Path) -> int:
+    """The former refusal message: every problem on its own line, printed through Rich (quadratic wrapping)."""
+    from rich.console import Console
+
+    from hcc_exp.data.validate import validate_cohort
+
+    report = validate_cohort(cohort, progress=False)
+    lines = "\n".join(f"  - {type(p).__name__}: {p.describe()}" for p in report.errors)
+    Console(file=io.StringIO(), width=200).print(f"[bold red]error:[/bold red] cohort has {len(report.errors)}:\n{lines}")
     return len(report.errors)
 
 
@@ -85,7 +102,7 @@ def _peak_mib(fn, cohort: Path) -> float:
 def main() -> dict:
     started = time.perf_counter()
     parser = base_parser(__doc__.splitlines()[0], repeats=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[800, 1600, 10_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[400, 800, 1600, 10_000])
     args = parser.parse_args()
     timings, results = {}, {}
     per_problem = {}
@@ -94,6 +111,7 @@ def main() -> dict:
     for n in args.sizes:
         cohort = _cohort(n)
         variants = {"bounded": _bounded} | ({"full_table": _full_table} if n <= FULL_TABLE_MAX else {})
+        variants |= {"full_message": _full_message} if n <= FULL_MESSAGE_MAX else {}
         for label, fn in variants.items():
             seconds = []
             for _ in range(args.repeats):
@@ -110,7 +128,7 @@ def main() -> dict:
     payload = write_result(
         NAME,
         title="check on many problems",
-        compares="bounded report (20 rows per class + CSV list) vs the former full table",
+        compares="bounded report and message (20 rows per class + CSV list) vs the former full table / message",
         ratio_label=f"s/problem at {large} / s/problem at {small} (bounded)",
         ratio_value=ratio,
         target=TARGET,
