@@ -40,7 +40,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params.yaml to start from.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config to start from (default: ./params.yaml if present, else the built-in defaults)."),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set optim.lr=3e-4 (repeatable)."),
@@ -63,7 +66,7 @@ def _root(
     """hcc-exp: an experiment platform for multi-task 3D CNNs on triphasic CT of hepatocellular carcinoma."""
 
 
-def _config(config: Path, overrides: list[str] | None):
+def _config(config: Path | None, overrides: list[str] | None):
     from hcc_exp.config import load_config, parse_set_options
 
     return load_config(config, parse_set_options(overrides))
@@ -79,9 +82,10 @@ def synth(
 ) -> None:
     """Write the embedded synthetic triphasic CT cohort (with its oracle) to OUT."""
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.reporting.console import render_synthetic_summary
 
     summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
-    console.print(summary.to_rich_table())
+    render_synthetic_summary(summary, console, oracle=summary.oracle)
     _done(f"Wrote {patients} patients to", f"{out} (oracle in {out / 'oracle.csv'})")
 
 
@@ -133,7 +137,7 @@ def check(
 def preprocess(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder.")],
     out: Annotated[Path, typer.Argument(help="Cache root; the cache is OUT/<params hash>-<data hash>/.")],
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -150,7 +154,7 @@ def preprocess(
 # ----------------------------------------------------------------------------- model
 @app.command()
 def train(
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run folder (default runs/<run id>).")] = None,
     quiet: QuietOpt = False,
@@ -196,12 +200,13 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Output folder (default next to the input).")] = None,
 ) -> None:
     """Predict OS / RFS risk, risk group, 1- and 2-year survival and MVI probability for new patients."""
-    from hcc_exp.interpretability.predict import predict_cohort, predict_patient
+    from hcc_exp.inference.predict import predict_cohort, predict_patient
+    from hcc_exp.interpretability.cam import write_patient_cams
 
     if (patient is None) == (cohort is None):
         raise typer.BadParameter("give either PATIENT or --cohort")
     if patient is not None:
-        result = predict_patient(checkpoint, patient, out_dir=out)
+        result = predict_patient(checkpoint, patient, out_dir=out, explain=write_patient_cams)
         console.print_json(data=result)
     else:
         path = predict_cohort(checkpoint, cohort, out_dir=out)
@@ -276,7 +281,7 @@ def dashboard(sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")]) 
 
 @app.command()
 def demo(
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
 ) -> None:
     """The main job on the embedded default: synth -> check -> preprocess -> train -> evaluate -> table."""
     from hcc_exp.pipeline import run_demo

@@ -29,10 +29,11 @@ def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Conso
         console.print(f"Raw cohort present: {cohort_dir}")
         return
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.reporting.console import render_synthetic_summary
 
     console.rule("synthetic cohort")
     summary = write_synthetic_cohort(cohort_dir, patients=patients, seed=seed, progress=True)
-    console.print(summary.to_rich_table())
+    render_synthetic_summary(summary, console, oracle=summary.oracle)
 
 
 def dvc_executable() -> str:
@@ -46,7 +47,7 @@ def dvc_executable() -> str:
     return found
 
 
-def run_demo(config_path: Path, console: Console) -> None:
+def run_demo(config_path: Path | None, console: Console) -> None:
     cfg = load_config(config_path)
     ensure_raw_cohort(Path(cfg.data.cohort_dir), cfg.synth.patients, cfg.synth.seed, console)
     console.rule("dvc repro")

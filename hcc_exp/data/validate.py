@@ -45,6 +45,7 @@ from hcc_exp.data.volume_checks import ct_problem, shape_problem, verify_volume_
 from hcc_exp.errors import (
     CohortError,
     CohortValidationError,
+    DicomSeriesError,
     EmptyMaskError,
     GridMismatchError,
     ImplausibleVolumeError,
@@ -232,6 +233,9 @@ def _read(path: Path, patient_id: str, errors: list[CohortError], *, phase_image
         image = read_volume(path, patient_id=patient_id)
     except (UnreadableVolumeError, ImplausibleVolumeError) as exc:
         errors.append(type(exc)(exc.message, patient_id=patient_id, path=exc.path or path))
+        return None
+    except DicomSeriesError as exc:  # a refused DICOM series (gap, tilt, scout, ...): reported by name
+        errors.append(exc)
         return None
     problem = shape_problem(image, patient_id=patient_id, path=path)
     if problem is not None:

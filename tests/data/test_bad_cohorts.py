@@ -316,7 +316,7 @@ def test_a_verified_file_is_not_read_again_until_it_changes(cohort: Path, monkey
 
 
 def test_ct_rule_is_the_one_predict_uses():
-    from hcc_exp.interpretability import predict
+    from hcc_exp.inference import predict
 
     assert predict.modality_problem is modality_problem
     unit = sitk.GetImageFromArray(np.linspace(0, 1, 4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6))
