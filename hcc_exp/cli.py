@@ -100,24 +100,38 @@ def import_(
 ) -> None:
     """Import raw DICOM / NIfTI data and a clinical table into the cohort layout, then validate it."""
     from hcc_exp.data.importer import import_cohort
-    from hcc_exp.data.validate import render_report
+    from hcc_exp.reporting.console import render_validation_report
 
     report = import_cohort(src, dst, mapping, overwrite=overwrite, progress=not quiet)
-    render_report(report, console)
+    render_validation_report(report, console)
     _done("Imported cohort written to", dst)
 
 
 @app.command()
 def check(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder (cohort.csv + images/).")],
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write every problem to this CSV. Default: only when the console list is cut short, to "
+            "hcc-exp-check-<cohort>-problems.csv in the working folder (the user cache if that folder is "
+            "inside the cohort or DVC-tracked)."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate a cohort: report every problem (patient, file, column) or print a summary."""
-    from hcc_exp.data.validate import render_report, validate_cohort
+    from hcc_exp.data.validate import default_problem_list_path, validate_cohort
+    from hcc_exp.reporting.console import CHECK_ROWS_PER_PROBLEM, render_validation_report
 
     report = validate_cohort(cohort, progress=not quiet)
-    render_report(report, console)
-    report.raise_for_errors()
+    if report_file is None and report.more_than(CHECK_ROWS_PER_PROBLEM):
+        report_file = default_problem_list_path(cohort)
+    if report_file is not None:
+        report.write_problem_list(report_file)
+    render_validation_report(report, console, problem_list=report_file)
+    if not report.ok:
+        _fail(f"cohort {cohort} has {len(report.errors)} problem(s) (listed above)")
 
 
 @app.command()

@@ -116,8 +116,50 @@ class PhaseGeometryError(CohortError):
     """The phases of one patient do not share a physical extent."""
 
 
-class NotComputedTomographyError(CohortError):
-    """A phase volume's values are not CT Hounsfield units (wrong modality, or already normalised)."""
+# ---- check (issue 13): identifiers, what training needs, image integrity and plausibility
+class UnsafePatientIdError(InvalidValueError):
+    """A patient_id cannot name its folder under ``images/`` as written (path separator, leading dot,
+    control or reserved character), or collides with another one on a case-insensitive file system."""
+
+
+class EmptyCohortError(CohortError):
+    """cohort.csv lists no patient (a header-only table)."""
+
+
+class MissingSplitError(CohortError):
+    """A split training needs has no valid patient (``train``, and ``internal`` or ``external``)."""
+
+
+class NoTrainingEventsError(CohortError):
+    """The training split has no OS (or no RFS) event: the Cox loss has nothing to learn from."""
+
+
+class ImplausibleTimeError(InvalidTimeError):
+    """A survival time is a number, but not a plausible follow-up (more than 100 years in days)."""
+
+
+class CorruptVolumeError(UnreadableVolumeError):
+    """A NIfTI file fails its integrity check: gzip CRC or length, truncated voxel data, bad header."""
+
+
+class ImplausibleVolumeError(CohortError):
+    """A volume reads, but cannot be a CT volume or mask of the contract (base of the classes below)."""
+
+
+class NotVolumetricError(ImplausibleVolumeError):
+    """A volume is not a 3D scalar image (2D, 4D, a single slice, or several components per voxel)."""
+
+
+class NonFiniteVoxelError(ImplausibleVolumeError):
+    """A volume holds NaN or infinite voxels (SimpleITK would silently read them as 0)."""
+
+
+class ConstantVolumeError(ImplausibleVolumeError):
+    """A phase volume has one value everywhere (a blank image)."""
+
+
+class NotComputedTomographyError(ImplausibleVolumeError):
+    """A phase volume's values are not CT Hounsfield units (wrong modality, 8-bit voxels, or already normalised)."""
 
 
 class UnknownPatientError(CohortError):
@@ -212,11 +254,20 @@ class CohortValidationError(HccExpError):
         problems: every error found, in the order they were found.
     """
 
+    #: The message lists at most this many problems (a 10,000-row table would print 10,000 lines).
+    MAX_LISTED = 20
+
     def __init__(self, cohort_dir: Path | str, problems: list[CohortError]) -> None:
         self.cohort_dir = str(cohort_dir)
         self.problems = list(problems)
-        lines = "\n".join(f"  - {type(p).__name__}: {p.describe()}" for p in self.problems)
-        super().__init__(f"cohort {self.cohort_dir} has {len(self.problems)} problem(s):\n{lines}")
+        shown = self.problems[: self.MAX_LISTED]
+        lines = [f"  - {type(p).__name__}: {p.describe()}" for p in shown]
+        if len(self.problems) > len(shown):
+            lines.append(
+                f"  ... and {len(self.problems) - len(shown):,} more "
+                f"(`hcc-exp check {self.cohort_dir} --report-file FILE` lists them all)"
+            )
+        super().__init__(f"cohort {self.cohort_dir} has {len(self.problems)} problem(s):\n" + "\n".join(lines))
 
 
 class CohortImportError(HccExpError):

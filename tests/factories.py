@@ -80,6 +80,7 @@ def write_tiny_cohort(
         for k, phase in enumerate(PHASES):
             ct = rng.normal(40, 15, size=shape_zyx) - 90.0 * (1 - liver.astype(float))
             ct += 60 * liver + (30 + 20 * k) * tumour
+            ct[:, 0, :] = -1000.0  # air in front of the body: real CT spans air to contrast (check's CT rule)
             write_nifti(image_from_array(ct.astype(np.int16), spacing_xyz), folder / f"{phase}.nii.gz")
             write_nifti(image_from_array(tumour, spacing_xyz), folder / f"{phase}_tumour.nii.gz")
             if per_phase_liver:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcc_exp.data.contract import REQUIRED_COLUMNS
+from hcc_exp.data.contract import REQUIRED_COLUMNS, read_cohort_table, typed_cohort_table
 from hcc_exp.data.io import atomic_path
 from hcc_exp.errors import RunFolderError
 from hcc_exp.vocabulary import PATIENT_ID, REGIONS, SPLIT  # noqa: F401  (REGIONS re-exported: mask channels)
@@ -90,9 +90,8 @@ class PreprocessedCohort:
         if not manifest_path.is_file():
             raise RunFolderError(f"{root} is not a preprocessed cache: {MANIFEST} missing (run `hcc-exp preprocess`)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        labels = pd.read_csv(root / LABELS, dtype={PATIENT_ID: str})
-        # Identifiers are text, never missing values: a patient called "NA" stays "NA".
-        labels[PATIENT_ID] = pd.read_csv(root / LABELS, usecols=[PATIENT_ID], dtype=str, keep_default_na=False)[PATIENT_ID]
+        # The one reading of the cohort table: identifiers are text (a patient called "NA" stays "NA").
+        labels = typed_cohort_table(read_cohort_table(root / LABELS))
         return cls(root, manifest, labels)
 
     @property

@@ -5,9 +5,14 @@
 the column): the ``cohort.csv`` table first (columns, identifiers, splits,
 times, events, clinical values, RFS/OS consistency), then each patient's
 volumes and masks (presence, readability, mask grid, binary masks, empty
-tumour, tumour inside the liver, geometry shared by the phases). A split with
-no OS or RFS event is a warning (:class:`~hcc_exp.errors.NoEventsWarning`),
-not an error. Nothing is written.
+tumour, tumour inside the liver, geometry shared by the phases), and what
+training needs (a ``train`` and an evaluation split, events in ``train``,
+plausible times). Every NIfTI file is verified in full (gzip CRC, length,
+finite voxels; :mod:`hcc_exp.data.volume_checks`) and each phase must be
+plausible CT. An evaluation split with no OS or RFS event is a warning
+(:class:`~hcc_exp.errors.NoEventsWarning`), not an error. Nothing is written
+into the cohort; the report is rendered by :mod:`hcc_exp.reporting.console`
+and its full list written with :meth:`ValidationReport.write_problem_list`.
 
 Other commands call :func:`require_valid` (validate, raise if not ok) so that
 none starts on a cohort that fails ``check``, and :func:`load_cohort_table`
@@ -16,8 +21,8 @@ for the typed table.
 
 from __future__ import annotations
 
+import csv
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,50 +30,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-from rich.console import Console
-from rich.table import Table
 
-from hcc_exp.config import PHASES
-from hcc_exp.data.contract import (
-    BCLC_STAGES,
-    COHORT_CSV,
-    EVENT_COLUMNS,
-    IMAGES_DIR,
-    REQUIRED_COLUMNS,
-    SEXES,
-    SPLITS,
-    TIME_COLUMNS,
-    TNM_STAGES,
-    PatientFiles,
+from hcc_exp.data.contract import IMAGES_DIR, PatientFiles
+from hcc_exp.data.io import atomic_path, physical_extent_mm, read_volume, same_grid
+from hcc_exp.data.table_checks import (  # noqa: F401  (re-exported: the table rules are part of `check`)
+    MAX_FOLLOWUP_DAYS,
+    SAFE_PATIENT_ID,
+    TRAIN_SPLIT,
+    check_table,
+    load_cohort_table,
+    patient_id_problem,
 )
-from hcc_exp.data.io import physical_extent_mm, read_volume, same_grid
+from hcc_exp.data.volume_checks import ct_problem, shape_problem, verify_volume_file
 from hcc_exp.errors import (
     CohortError,
     CohortValidationError,
     DicomSeriesError,
-    DuplicatePatientError,
     EmptyMaskError,
     GridMismatchError,
-    InconsistentOutcomeError,
-    InvalidEventError,
-    InvalidTimeError,
-    InvalidValueError,
-    MissingColumnError,
+    ImplausibleVolumeError,
     MissingFileError,
     NoEventsWarning,
     NonBinaryMaskError,
     PhaseGeometryError,
     TumourOutsideLiverError,
-    UnknownSplitError,
-    UnreadableTableError,
     UnreadableVolumeError,
 )
 from hcc_exp.progress import patient_progress
-
-STRING_COLUMNS: tuple[str, ...] = ("patient_id", "institution", "split", "bclc", "tnm", "sex")
-"""Columns read as text (so that ``007`` stays ``007`` and BCLC ``0`` is a stage, not a number)."""
-NUMERIC_CLINICAL_COLUMNS: tuple[str, ...] = ("afp_ng_ml", "tumour_size_mm", "age")
-CATEGORICAL_COLUMNS: dict[str, tuple[str, ...]] = {"bclc": BCLC_STAGES, "tnm": TNM_STAGES, "sex": SEXES}
+from hcc_exp.vocabulary import PHASES, SPLITS
 
 TUMOUR_OUTSIDE_LIVER_MAX_FRACTION = 0.5
 """A tumour with more than this fraction of its voxels outside the liver mask is an error."""
@@ -76,10 +65,6 @@ PHASE_GEOMETRY_TOLERANCE_VOXELS = 1.0
 """Phases may differ in origin / physical extent by at most this many voxels (of the coarser phase)."""
 PHASE_DIRECTION_TOLERANCE = 1e-3
 """Largest allowed difference between two phases' direction cosines."""
-
-SAFE_PATIENT_ID = re.compile(r"[^/\\.\x00-\x1f][^/\\\x00-\x1f]*")
-"""What a patient_id may be (it names a folder under images/): no path separator, leading dot or control character."""
-
 
 # --------------------------------------------------------------------------- report
 @dataclass(frozen=True)
@@ -170,183 +155,95 @@ class ValidationReport:
         if self.errors:
             raise CohortValidationError(self.cohort_dir, self.errors)
 
+    def more_than(self, rows_per_class: int) -> bool:
+        """Whether some problem class (error or warning) has more than ``rows_per_class`` members."""
+        counts = Counter(type(p) for p in (*self.errors, *self.warnings))
+        return any(n > rows_per_class for n in counts.values())
 
-# --------------------------------------------------------------------------- table
-@dataclass
-class _TableCheck:
-    """The parsed table, its problems, and which rows passed every row-level check."""
+    def write_problem_list(self, path: Path | str) -> Path:
+        """Write every error and warning to a CSV file (atomically); the console shows only the first few.
 
-    table: pd.DataFrame | None
-    errors: list[CohortError]
-    valid_rows: pd.Series | None  # bool per row
+        Columns: ``severity`` (error / warning), ``problem`` (the error class), ``patient_id``,
+        ``column``, ``file``, ``message``; one row per problem, in the order found. Memory and time
+        are linear in the number of problems.
+        """
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(PROBLEM_LIST_COLUMNS)
+            for severity, problems in (("error", self.errors), ("warning", self.warnings)):
+                for p in problems:
+                    writer.writerow(
+                        [severity, type(p).__name__, p.patient_id or "", p.column or "", p.path or "", p.message]
+                    )
+        return path
 
 
-def _check_table(cohort_dir: Path) -> _TableCheck:
-    csv_path = cohort_dir / COHORT_CSV
-    if not csv_path.is_file():
-        return _TableCheck(None, [MissingFileError("cohort.csv does not exist", path=csv_path)], None)
-    try:
-        raw = pd.read_csv(csv_path, dtype={c: str for c in STRING_COLUMNS})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return _TableCheck(None, [UnreadableTableError(f"cannot parse table: {reason}", path=csv_path)], None)
+PROBLEM_LIST_COLUMNS: tuple[str, ...] = ("severity", "problem", "patient_id", "column", "file", "message")
+PROBLEM_LIST_NAME = "hcc-exp-check-problems.csv"
 
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        errors: list[CohortError] = [
-            MissingColumnError("required column is missing", column=c, path=csv_path) for c in missing
-        ]
-        return _TableCheck(None, errors, None)
 
-    table = raw.copy()
-    for col in STRING_COLUMNS:
-        table[col] = table[col].map(lambda v: v.strip() if isinstance(v, str) else v)
-        table[col] = table[col].replace("", np.nan)
+def default_problem_list_path(cohort_dir: Path | str, cwd: Path | str | None = None) -> Path:
+    """Where ``check`` writes the full problem list when none is named: the working folder, unless
+    that lies inside the cohort or inside a DVC-tracked folder (a report must not change tracked
+    data), in which case the user cache (``$HCC_EXP_CACHE_DIR/reports/``)."""
+    from hcc_exp.data.volume_checks import user_cache_dir
 
-    errors = []
-    bad = pd.Series(False, index=table.index)
+    cwd = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    cohort = Path(cohort_dir).resolve()
+    name = f"hcc-exp-check-{cohort.name or 'cohort'}-problems.csv"
+    if cwd == cohort or cohort in cwd.parents or _dvc_tracked(cwd):
+        return user_cache_dir() / "reports" / name
+    return cwd / name
 
-    def row_error(i, exc_type, message: str, column: str) -> None:
-        pid = table.at[i, "patient_id"]
-        if isinstance(pid, str):
-            errors.append(exc_type(message, patient_id=pid, column=column, path=csv_path))
-        else:
-            errors.append(exc_type(f"line {i + 2}: {message}", column=column, path=csv_path))
-        bad.at[i] = True
 
-    # identifiers
-    for i, pid in table["patient_id"].items():
-        if not isinstance(pid, str):
-            row_error(i, InvalidValueError, "patient_id is missing", "patient_id")
-        elif not SAFE_PATIENT_ID.fullmatch(pid):
-            row_error(
-                i,
-                InvalidValueError,
-                f"patient_id {pid!r} cannot name a folder (no '/', '\\', leading '.')",
-                "patient_id",
-            )
-    counts = table["patient_id"].dropna().value_counts()
-    for pid, n in counts[counts > 1].items():
-        lines = [str(i + 2) for i in table.index[table["patient_id"] == pid]]
-        errors.append(
-            DuplicatePatientError(
-                f"patient_id appears {n} times (lines {', '.join(lines)})",
-                patient_id=pid,
-                column="patient_id",
-                path=csv_path,
-            )
-        )
-        bad[table["patient_id"] == pid] = True
+def _dvc_tracked(folder: Path) -> bool:
+    """Whether ``folder`` is (inside) a folder tracked by a ``<name>.dvc`` file or a dvc.yaml output."""
+    import yaml
 
-    for i, split in table["split"].items():
-        if split not in SPLITS:
-            shown = "missing" if not isinstance(split, str) else repr(split)
-            row_error(i, UnknownSplitError, f"split is {shown}; allowed: {', '.join(SPLITS)}", "split")
-    for i, inst in table["institution"].items():
-        if not isinstance(inst, str):
-            row_error(i, InvalidValueError, "institution is missing", "institution")
-
-    # outcomes
-    numeric: dict[str, pd.Series] = {}
-    for col in (*TIME_COLUMNS, *EVENT_COLUMNS, *NUMERIC_CLINICAL_COLUMNS):
-        numeric[col] = pd.to_numeric(table[col], errors="coerce")
-    for col in TIME_COLUMNS:
-        for i, value in numeric[col].items():
-            original = table.at[i, col]
-            if pd.isna(original):
-                row_error(i, InvalidTimeError, "time is missing", col)
-            elif not np.isfinite(value):
-                row_error(i, InvalidTimeError, f"time {original!r} is not a finite number of days", col)
-            elif value < 0:
-                row_error(i, InvalidTimeError, f"time {original!r} is negative", col)
-    for col in EVENT_COLUMNS:
-        for i, value in numeric[col].items():
-            original = table.at[i, col]
-            if pd.isna(original):
-                row_error(i, InvalidEventError, "value is missing; expected 0 or 1", col)
-            elif value not in (0, 1):
-                row_error(i, InvalidEventError, f"value {original!r} is not 0 or 1", col)
-
-    # clinical
-    for col, allowed in CATEGORICAL_COLUMNS.items():
-        for i, value in table[col].items():
-            if value not in allowed:
-                shown = "missing" if not isinstance(value, str) else repr(value)
-                row_error(i, InvalidValueError, f"value is {shown}; allowed: {', '.join(allowed)}", col)
-    for col in NUMERIC_CLINICAL_COLUMNS:
-        for i, value in numeric[col].items():
-            original = table.at[i, col]
-            if pd.isna(original):
-                row_error(i, InvalidValueError, "value is missing; expected a number", col)
-            elif not np.isfinite(value):
-                row_error(i, InvalidValueError, f"value {original!r} is not a number", col)
-            elif value < 0:
-                row_error(i, InvalidValueError, f"value {original!r} is negative", col)
-
-    # RFS counts relapse or death, so it cannot end after OS and a death implies an RFS event.
-    for i in table.index:
-        os_t, rfs_t = numeric["os_time_days"].at[i], numeric["rfs_time_days"].at[i]
-        os_e, rfs_e = numeric["os_event"].at[i], numeric["rfs_event"].at[i]
-        if not all(np.isfinite(v) for v in (os_t, rfs_t, os_e, rfs_e)):
+    for candidate in (folder, *folder.parents):
+        if candidate.parent != candidate and (candidate.parent / f"{candidate.name}.dvc").is_file():
+            return True
+        stages_file = candidate / "dvc.yaml"
+        if not stages_file.is_file():
             continue
-        if os_t < 0 or rfs_t < 0 or os_e not in (0, 1) or rfs_e not in (0, 1):
+        try:
+            stages = (yaml.safe_load(stages_file.read_text(encoding="utf-8")) or {}).get("stages", {})
+        except (OSError, yaml.YAMLError, AttributeError):
             continue
-        if rfs_t > os_t:
-            row_error(
-                i,
-                InconsistentOutcomeError,
-                f"rfs_time_days {rfs_t:g} is after os_time_days {os_t:g}",
-                "rfs_time_days",
-            )
-        elif os_e == 1 and rfs_e != 1:
-            row_error(
-                i,
-                InconsistentOutcomeError,
-                f"death at os_time_days {os_t:g} (os_event=1) without an RFS event (rfs_event=0)",
-                "rfs_event",
-            )
-
-    for col in (*TIME_COLUMNS, *NUMERIC_CLINICAL_COLUMNS):
-        table[col] = numeric[col].astype(float)
-    for col in EVENT_COLUMNS:
-        table[col] = numeric[col].astype(float)
-    return _TableCheck(table, errors, ~bad)
-
-
-def load_cohort_table(cohort_dir: Path | str) -> pd.DataFrame:
-    """Read ``cohort.csv`` with typed columns, checking every table-level rule.
-
-    Returns:
-        One row per patient: ``patient_id``, ``institution``, ``split``, ``bclc``, ``tnm``,
-        ``sex`` as ``str``; times (days), ``afp_ng_ml``, ``tumour_size_mm``, ``age`` as
-        ``float``; ``os_event``, ``rfs_event``, ``mvi`` as ``int`` (0/1). Unknown extra
-        columns are kept as pandas reads them.
-
-    Raises:
-        CohortValidationError: with every table problem (images are not looked at).
-    """
-    cohort_dir = Path(cohort_dir)
-    check = _check_table(cohort_dir)
-    if check.errors or check.table is None:
-        raise CohortValidationError(cohort_dir, check.errors)
-    table = check.table.copy()
-    for col in EVENT_COLUMNS:
-        table[col] = table[col].astype(int)
-    for col in STRING_COLUMNS:
-        table[col] = table[col].astype(str)
-    return table.reset_index(drop=True)
+        for stage in stages.values() if isinstance(stages, dict) else ():
+            for out in (stage or {}).get("outs", []) if isinstance(stage, dict) else []:
+                out_path = next(iter(out)) if isinstance(out, dict) else out
+                tracked = (candidate / str(out_path)).resolve()
+                if folder == tracked or tracked in folder.parents:
+                    return True
+    return False
 
 
 # --------------------------------------------------------------------------- images
-def _read(path: Path, patient_id: str, errors: list[CohortError]) -> sitk.Image | None:
+def _read(path: Path, patient_id: str, errors: list[CohortError], *, phase_image: bool = False) -> sitk.Image | None:
+    """Verify, read and check one volume; append its problems to ``errors``.
+
+    Returns:
+        The image, or None when it cannot be trusted at all (corrupt, non-finite, not 3D scalar).
+        A phase volume that is not plausible CT is reported and still returned, so its grid is checked.
+    """
     try:
-        return read_volume(path, patient_id=patient_id)
-    except UnreadableVolumeError as exc:
-        errors.append(UnreadableVolumeError(exc.message, patient_id=patient_id, path=exc.path or path))
+        verify_volume_file(path, patient_id=patient_id)
+        image = read_volume(path, patient_id=patient_id)
+    except (UnreadableVolumeError, ImplausibleVolumeError) as exc:
+        errors.append(type(exc)(exc.message, patient_id=patient_id, path=exc.path or path))
         return None
     except DicomSeriesError as exc:  # a refused DICOM series (gap, tilt, scout, ...): reported by name
         errors.append(exc)
         return None
+    problem = shape_problem(image, patient_id=patient_id, path=path)
+    if problem is not None:
+        errors.append(problem)
+        return None
+    if phase_image and (problem := ct_problem(image, patient_id=patient_id, path=path)) is not None:
+        errors.append(problem)
+    return image
 
 
 def _mask_array(mask: sitk.Image) -> np.ndarray:
@@ -436,7 +333,7 @@ def check_patient_files(
                 )
             )
             continue
-        image = _read(path, patient_id, errors)
+        image = _read(path, patient_id, errors, phase_image=True)
         if image is not None:
             images[phase] = image
 
@@ -593,6 +490,8 @@ def _summarise(table: pd.DataFrame, spacings: dict[str, list[tuple[float, float,
 def _no_event_warnings(summary: CohortSummary) -> list[CohortError]:
     warnings: list[CohortError] = []
     for name, s in summary.splits.items():
+        if name == TRAIN_SPLIT:
+            continue  # no event in training is an error (NoTrainingEventsError), not a warning
         for endpoint, events, column in (("OS", s.os_events, "os_event"), ("RFS", s.rfs_events, "rfs_event")):
             if events == 0:
                 warnings.append(
@@ -625,7 +524,7 @@ def validate_cohort(
         A report with every error and warning found and, where the table could be read, a summary.
     """
     cohort_dir = Path(cohort_dir)
-    check = _check_table(cohort_dir)
+    check = check_table(cohort_dir)
     errors = list(check.errors)
     if check.table is None:
         return ValidationReport(cohort_dir, errors, [], None)
@@ -636,7 +535,7 @@ def validate_cohort(
         patient_ids = [
             pid
             for pid in dict.fromkeys(table["patient_id"])
-            if isinstance(pid, str) and SAFE_PATIENT_ID.fullmatch(pid)
+            if isinstance(pid, str) and patient_id_problem(pid) is None
         ]
         with patient_progress("checking", enabled=progress) as bar:
             task = bar.add_task("patients", total=len(patient_ids))
@@ -660,93 +559,3 @@ def require_valid(
     report = validate_cohort(cohort_dir, phases=phases, progress=progress)
     report.raise_for_errors()
     return report
-
-
-# --------------------------------------------------------------------------- rendering
-def _where(problem: CohortError, cohort_dir: Path) -> str:
-    parts = []
-    if problem.column is not None:
-        parts.append(f"column {problem.column}")
-    if problem.path is not None:
-        path = Path(problem.path)
-        try:
-            path = path.relative_to(cohort_dir)
-        except ValueError:
-            pass
-        parts.append(str(path))
-    return "\n".join(parts)
-
-
-def _problem_table(title: str, problems: list[CohortError], cohort_dir: Path, style: str) -> Table:
-    table = Table(title=title, title_style=style, show_lines=False)
-    table.add_column("problem", style=style, no_wrap=True)
-    table.add_column("patient", no_wrap=True)
-    table.add_column("column / file")
-    table.add_column("what is wrong")
-    for p in problems:
-        table.add_row(type(p).__name__, p.patient_id or "", _where(p, cohort_dir), p.message)
-    return table
-
-
-def _rate(count: int, n: int) -> str:
-    return f"{count} ({count / n:.0%})" if n else "-"
-
-
-def _days(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    if math.isinf(value):
-        return "not reached"
-    return f"{value:.0f}"
-
-
-def render_report(report: ValidationReport, console: Console) -> None:
-    """Print the report: the list of problems when there are errors, the cohort summary otherwise."""
-    if report.errors:
-        console.print(
-            _problem_table(
-                f"{len(report.errors)} problem(s) in {report.cohort_dir}",
-                report.errors,
-                report.cohort_dir,
-                "red",
-            )
-        )
-    elif report.summary is not None:
-        s = report.summary
-        table = Table(title=f"Cohort {report.cohort_dir}: OK")
-        for col in (
-            "split",
-            "patients",
-            "institutions",
-            "OS events",
-            "RFS events",
-            "MVI+",
-            "median follow-up (d)",
-        ):
-            table.add_column(col, justify="left" if col in ("split", "institutions") else "right")
-        for row in (*s.splits.values(), s.overall):
-            table.add_row(
-                row.split,
-                str(row.n_patients),
-                ", ".join(f"{k}: {v}" for k, v in row.institutions.items()),
-                _rate(row.os_events, row.n_patients),
-                _rate(row.rfs_events, row.n_patients),
-                _rate(row.mvi_positive, row.n_patients),
-                _days(row.median_followup_days),
-                end_section=row.split == list(s.splits)[-1] if s.splits else False,
-            )
-        console.print(table)
-        if s.spacing_range_mm:
-            spacing = Table(title="Voxel spacing (x, y, z) in mm")
-            spacing.add_column("phase")
-            spacing.add_column("smallest", justify="right")
-            spacing.add_column("largest", justify="right")
-            for phase, (low, high) in s.spacing_range_mm.items():
-                spacing.add_row(
-                    phase, " x ".join(f"{v:.3g}" for v in low), " x ".join(f"{v:.3g}" for v in high)
-                )
-            console.print(spacing)
-    if report.warnings:
-        console.print(
-            _problem_table(f"{len(report.warnings)} warning(s)", report.warnings, report.cohort_dir, "yellow")
-        )

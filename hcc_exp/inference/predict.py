@@ -34,20 +34,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import torch
 
 from hcc_exp.config import PHASES, ExperimentConfig
-from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles
-from hcc_exp.data.io import atomic_path, read_volume
+from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles, read_cohort_table
+from hcc_exp.data.io import atomic_path
+from hcc_exp.data.volume_checks import (  # noqa: F401  (re-exported: the not-CT rule of `check`)
+    CT_MAX_AT_LEAST_HU,
+    CT_MIN_AT_MOST_HU,
+    modality_problem,
+)
 from hcc_exp.errors import (
     CohortError,
     CohortPredictionError,
     MissingFileError,
-    NotComputedTomographyError,
+    NotComputedTomographyError,  # noqa: F401  (re-exported: predict's not-CT refusal)
     PreprocessError,
     RunFolderError,
-    UnreadableVolumeError,
 )
 from hcc_exp.evaluation.risk_model import RiskModel, fit_risk_model
 from hcc_exp.inference.checkpoint import TrainedNetwork, load_trained_network
@@ -63,11 +66,6 @@ PREDICTION_JSON = "prediction.json"
 Explainer = Callable[[TrainedNetwork, np.ndarray, np.ndarray, str, Path], dict[str, Path]]
 """``explain(trained, image (P, D, H, W), masks (P, R, D, H, W), patient_id, out_dir) -> {key: file}``:
 writes explanations of one prediction into ``out_dir``; each key becomes ``<key>_png`` in the result."""
-
-CT_MAX_AT_LEAST_HU = 100.0
-"""A CT volume holds soft tissue / contrast / bone: its maximum is above this (HU)."""
-CT_MIN_AT_MOST_HU = -100.0
-"""A CT volume holds air or fat (or padding): its minimum is below this (HU)."""
 
 
 # --------------------------------------------------------------------------- patient folder
@@ -129,35 +127,8 @@ def resolve_patient_folder(patient_dir: Path | str, phases: Sequence[str]) -> tu
         type(e)(e.message, patient_id=e.patient_id, path=_relocate(e.path, link, patient_dir), column=e.column)
         for e in errors
     ]
-    unreadable = {Path(e.path) for e in errors if isinstance(e, UnreadableVolumeError) and e.path}
-    for phase in phases:
-        path = files.images[phase]
-        if path is None or path in unreadable:
-            continue
-        try:
-            problem = modality_problem(read_volume(path, patient_id=pid))
-        except UnreadableVolumeError:
-            continue  # already reported by the contract checks
-        if problem:
-            errors.append(NotComputedTomographyError(f"{phase} image: {problem}", patient_id=pid, path=path))
+    # check_patient_files applies the not-CT rule too (hcc_exp.data.volume_checks.ct_problem): one definition.
     return files, errors
-
-
-def modality_problem(image: sitk.Image) -> str | None:
-    """Why ``image`` does not look like CT in Hounsfield units, or None if it does.
-
-    CT spans air / fat (far below -100 HU, or padding at -1024 and below) to soft tissue,
-    contrast and bone (far above 100 HU); MR, PET or an already normalised image does not.
-    """
-    values = sitk.GetArrayViewFromImage(image)
-    low, high = float(np.min(values)), float(np.max(values))
-    if high < CT_MAX_AT_LEAST_HU or low > CT_MIN_AT_MOST_HU:
-        return (
-            f"values span [{low:.4g}, {high:.4g}], not CT Hounsfield units (expected values below "
-            f"{CT_MIN_AT_MOST_HU:g} and above {CT_MAX_AT_LEAST_HU:g}: air and soft tissue); "
-            "wrong modality or an already normalised volume?"
-        )
-    return None
 
 
 def raise_first_problem(errors: list[CohortError]) -> None:
@@ -376,9 +347,7 @@ def _cohort_patient_ids(cohort_dir: Path) -> list[str]:
     folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     csv = cohort_dir / COHORT_CSV
     if csv.is_file():
-        # Identifiers are text: a patient called "NA" is a patient, not a missing value.
-        listed = pd.read_csv(csv, usecols=["patient_id"], dtype={"patient_id": str}, keep_default_na=False)["patient_id"]
-        listed = [pid for pid in listed.str.strip().tolist() if pid]
+        listed = read_cohort_table(csv)["patient_id"].dropna().tolist()  # as `check` reads it: `NA` is a patient
         return list(dict.fromkeys([*listed, *folders]))
     return folders
 

@@ -20,7 +20,7 @@ from hcc_exp.data import importer
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, REQUIRED_COLUMNS
 from hcc_exp.data.importer import ImportMapping, MaskNames, import_cohort
 from hcc_exp.data.io import read_volume, write_nifti
-from hcc_exp.data.validate import load_cohort_table, render_report
+from hcc_exp.data.validate import load_cohort_table
 from hcc_exp.errors import (
     CohortImportError,
     CohortValidationError,
@@ -29,6 +29,7 @@ from hcc_exp.errors import (
     MissingFileError,
     UnreadableVolumeError,
 )
+from hcc_exp.reporting.console import render_validation_report as render_report
 from tests.conftest import REAL_CT_DIR
 from tests.factories import sphere
 
@@ -515,7 +516,7 @@ def test_destination_rules(nifti_src: Path, tmp_path: Path):
     dst = tmp_path / "cohort"
     dst.mkdir()
     (dst / "keep.txt").write_text("not a cohort")
-    with pytest.raises(CohortImportError, match="not empty"):
+    with pytest.raises(CohortImportError, match="not empty.*--overwrite"):  # the CLI flag, by its name
         import_cohort(nifti_src, dst, _mapping(), progress=False)
     assert (dst / "keep.txt").read_text() == "not a cohort"
 
@@ -536,6 +537,17 @@ def test_destination_rules(nifti_src: Path, tmp_path: Path):
     with pytest.raises(CohortImportError, match="holds the source"):
         import_cohort(nifti_src, tmp_path, _mapping(), progress=False, overwrite=True)
     assert nifti_src.is_dir()
+
+
+def test_a_patient_called_na_is_imported_as_a_patient(_nifti_patients: Path, tmp_path: Path):
+    src = tmp_path / "raw"
+    src.mkdir()
+    shutil.copytree(_nifti_patients / "HCC-002", src / "NA")
+    shutil.copytree(_nifti_patients / "HCC-003", src / "HCC-003")
+    _clinical_rows(["NA", "HCC-003"]).to_csv(src / "clinical.csv", index=False)
+    assert import_cohort(src, tmp_path / "cohort", _mapping(), progress=False).ok
+    assert load_cohort_table(tmp_path / "cohort")["patient_id"].tolist() == ["NA", "HCC-003"]
+    assert (tmp_path / "cohort" / IMAGES_DIR / "NA").is_dir()
 
 
 def test_cli_style_errors_carry_no_temporary_paths(nifti_src: Path, tmp_path: Path):

@@ -19,12 +19,12 @@ from hcc_exp.data.io import image_from_array, write_nifti
 from hcc_exp.data.validate import (
     ValidationReport,
     load_cohort_table,
-    render_report,
     require_valid,
     validate_cohort,
 )
 from hcc_exp.errors import (
     CohortValidationError,
+    CorruptVolumeError,
     DuplicatePatientError,
     EmptyMaskError,
     GridMismatchError,
@@ -41,7 +41,9 @@ from hcc_exp.errors import (
     UnknownSplitError,
     UnreadableTableError,
     UnreadableVolumeError,
+    UnsafePatientIdError,
 )
+from hcc_exp.reporting.console import render_validation_report as render_report
 from tests.factories import edit_cohort_csv, sphere, write_tiny_cohort
 
 
@@ -259,9 +261,11 @@ def test_unsafe_or_missing_patient_id(tiny_cohort: Path):
     table.loc[2, "patient_id"] = ""
     table.to_csv(tiny_cohort / COHORT_CSV, index=False)
     report = _validate(tiny_cohort)
-    _only(report, InvalidValueError, patient_id="../P001", column="patient_id")
+    assert _found(report, UnsafePatientIdError, patient_id="../P001", column="patient_id")
+    assert {type(e) for e in report.errors} == {UnsafePatientIdError, InvalidValueError}
     missing = [e for e in report.errors if e.patient_id is None]
     assert len(missing) == 1 and "line 4" in missing[0].message and missing[0].column == "patient_id"
+    assert type(missing[0]) is InvalidValueError
 
 
 def test_rfs_after_os(tiny_cohort: Path):
@@ -335,9 +339,10 @@ def test_truncated_and_corrupt_volumes(tiny_cohort: Path):
     mask_path = _patient_dir(tiny_cohort, "P004") / "liver.nii.gz"
     mask_path.write_bytes(gzip.compress(b"this is not a NIfTI file" * 20))
     report = _validate(tiny_cohort)
-    _only(report, UnreadableVolumeError)
-    assert _found(report, UnreadableVolumeError, patient_id="P001", path_endswith="P001/arterial.nii.gz")
-    assert _found(report, UnreadableVolumeError, patient_id="P004", path_endswith="P004/liver.nii.gz")
+    _only(report, CorruptVolumeError)  # an UnreadableVolumeError: the gzip stream fails its full read
+    assert _found(report, CorruptVolumeError, patient_id="P001", path_endswith="P001/arterial.nii.gz")
+    assert _found(report, CorruptVolumeError, patient_id="P004", path_endswith="P004/liver.nii.gz")
+    assert all(isinstance(e, UnreadableVolumeError) for e in report.errors)
     assert len(report.errors) == 2  # the shared liver mask is read once, not once per phase
 
 
@@ -466,7 +471,7 @@ def test_several_problems_are_all_reported(tiny_cohort: Path):
         (UnknownSplitError, "P001", "split"),
         (MissingFileError, "P002", None),
         (NonBinaryMaskError, "P003", None),
-        (UnreadableVolumeError, "P004", None),
+        (CorruptVolumeError, "P004", None),
     ]
     for kind, pid, column in expected:
         assert _found(report, kind, patient_id=pid, column=column), (

@@ -67,7 +67,7 @@ def test_unreadable_and_non_ct_volumes_are_named(patient_dir):
     write_nifti(image_from_array(unit, (0.8, 0.8, 2.5)), patient_dir / "portal.nii.gz")
     _, errors = resolve_patient_folder(patient_dir, PHASES)
     kinds = {type(e) for e in errors}
-    assert UnreadableVolumeError in kinds
+    assert any(issubclass(k, UnreadableVolumeError) for k in kinds)  # CorruptVolumeError: "not a nifti" fails its read
     non_ct = [e for e in errors if isinstance(e, NotComputedTomographyError)]
     assert len(non_ct) == 1 and non_ct[0].path == str(patient_dir / "portal.nii.gz")
     with pytest.raises(UnreadableVolumeError, match="more problem"):

@@ -82,9 +82,9 @@ def read_clinical(src: Path, path: Path, sheet: str | int) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm"):
-            table = pd.read_excel(path, sheet_name=sheet, dtype=object)
+            table = pd.read_excel(path, sheet_name=sheet, dtype=object, keep_default_na=False)  # `NA` is a name
         elif suffix in (".csv", ".tsv", ".txt"):
-            table = pd.read_csv(path, dtype=str, sep="\t" if suffix == ".tsv" else ",")
+            table = pd.read_csv(path, dtype=str, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
         else:
             raise CohortImportError(
                 f"clinical table {path}: unsupported format {suffix!r} (use .csv, .tsv or .xlsx)"

@@ -27,6 +27,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from hcc_exp.config import PreprocessConfig
+from hcc_exp.data import contract
 from hcc_exp.data.cache import (
     CACHE_VERSION,
     LABEL_COLUMNS,
@@ -128,9 +129,10 @@ def preprocess_cohort(
 def read_cohort_table(cohort_csv: Path) -> pd.DataFrame:
     """``cohort.csv`` as preprocessing sees it: every value as text, one row per patient.
 
-    The one place preprocessing reads the cohort table. Values stay text (``dtype=str``,
-    no NA parsing, so a patient called ``NA`` stays ``NA``), so ``labels.csv`` gets them as
-    written.
+    The one place preprocessing reads the cohort table, through
+    :func:`hcc_exp.data.contract.read_cohort_table`: the normalisation ``check`` validated
+    (spaces stripped, canonical case, a patient called ``NA`` stays ``NA``), so ``labels.csv``
+    holds exactly what ``check`` accepted.
 
     Raises:
         PreprocessError: the file is missing, lists no patient or a patient twice.
@@ -138,7 +140,7 @@ def read_cohort_table(cohort_csv: Path) -> pd.DataFrame:
     """
     if not cohort_csv.is_file():
         raise PreprocessError(f"{cohort_csv} does not exist")
-    table = pd.read_csv(cohort_csv, dtype=str, keep_default_na=False)
+    table = contract.read_cohort_table(cohort_csv)
     missing = [c for c in LABEL_COLUMNS if c not in table.columns]
     if missing:
         raise MissingColumnError(
