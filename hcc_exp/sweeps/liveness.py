@@ -100,7 +100,11 @@ def process_alive(pid: int, token: str | None) -> bool:
 def worker_identity(number: int) -> dict[str, Any]:
     """The ``worker`` user attr of a trial this process runs."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "token": process_token(pid), "trial": number}
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": pid, "token": process_token(pid), "trial": number}
+    if os.environ.get("SLURM_JOB_ID"):
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        identity["slurm_job"] = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+    return identity
 
 
 def die_with_parent(parent_pid: int | None, *, poll_s: float = 1.0) -> bool:

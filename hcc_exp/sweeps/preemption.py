@@ -5,10 +5,12 @@ into a call of :meth:`hcc_exp.sweeps.slurm.SweepTask.checkpoint` in the worker's
 thread, then requeues the array task and exits. That call lands here
 (:func:`checkpoint_running_trial`):
 
-1. the live Lightning trainer (registered by :func:`progress_callback`) writes
-   ``checkpoints/last.ckpt`` in the trial's run folder (``trainer.save_checkpoint``,
-   as Lightning's own SLURM requeue does); without a trainer (between epochs, or a
-   train function without Lightning) the last epoch-end ``last.ckpt`` stands;
+1. the trial's checkpoint is Lightning's ``checkpoints/last.ckpt`` in its run folder,
+   written by ``ModelCheckpoint(save_last=True)`` after every validation. It is not
+   re-saved here: a save from inside the signal handler can catch the loop between
+   the end of an epoch's training batches and its validation, and Lightning cannot
+   resume from that state (the restored epoch ends without ``val/loss``). At most the
+   epoch in progress is repeated;
 2. the trial is failed ("preempted") and re-queued with ``resume_from`` = that
    checkpoint (relative to the sweep folder); preemptions do not count as retries.
 
@@ -50,7 +52,6 @@ class ActiveTrial:
     folder: SweepFolder
     number: int
     max_retry: int
-    trainer: Any = None
     requeued: bool = False
 
     @property
@@ -81,7 +82,7 @@ def active_trial(
 
 
 def checkpoint_running_trial(reason: str = "preempted") -> str | None:
-    """Checkpoint and re-queue the running trial (called from the preemption signal handler).
+    """Re-queue the running trial with its last checkpoint (called from the preemption signal handler).
 
     Returns:
         The checkpoint the retry resumes from (sweep-folder relative), or None when
@@ -92,15 +93,8 @@ def checkpoint_running_trial(reason: str = "preempted") -> str | None:
         return None
     resume: str | None = None
     run_dir = active.run_dir
-    if run_dir is not None:
-        checkpoint = run_dir / LAST_CHECKPOINT
-        if active.trainer is not None:
-            try:
-                active.trainer.save_checkpoint(checkpoint)
-            except Exception as exc:  # a failed save must not block the requeue; last.ckpt may still exist
-                logger.error("trial %d: checkpoint on preemption failed: %s", active.number, exc)
-        if checkpoint.is_file():
-            resume = active.folder.relative(checkpoint)
+    if run_dir is not None and (run_dir / LAST_CHECKPOINT).is_file():
+        resume = active.folder.relative(run_dir / LAST_CHECKPOINT)
     message = f"{reason}; resumes from {resume}" if resume else f"{reason}; no checkpoint, starts over"
     fail_and_requeue(
         active.study, active.storage, active.number, message, active.max_retry, preempted=True, resume_from=resume
@@ -111,20 +105,14 @@ def checkpoint_running_trial(reason: str = "preempted") -> str | None:
 
 
 def progress_callback(trial: optuna.Trial) -> Any:
-    """A Lightning callback: registers the trainer for :func:`checkpoint_running_trial` and records epochs."""
+    """A Lightning callback recording each attempt's first epoch and the epochs done (user attrs of the trial)."""
     from lightning.pytorch.callbacks import Callback
 
     class TrialProgress(Callback):
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            if _ACTIVE is not None:
-                _ACTIVE.trainer = trainer
             trial.set_user_attr(START_EPOCH_ATTR, int(trainer.current_epoch))
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             trial.set_user_attr(EPOCHS_DONE_ATTR, int(trainer.current_epoch) + 1)
-
-        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            if _ACTIVE is not None:
-                _ACTIVE.trainer = None
 
     return TrialProgress()

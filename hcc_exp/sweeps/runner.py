@@ -42,7 +42,14 @@ from hcc_exp.sweeps.optuna_backend import (
 )
 from hcc_exp.sweeps.placement import DevicePool, visible_gpus
 from hcc_exp.sweeps.spec import ResolvedSweep, load_sweep_spec
-from hcc_exp.sweeps.status import SweepSummary, sweep_status, trial_records, write_trials_csv
+from hcc_exp.sweeps.status import (
+    SweepStatusReport,
+    SweepSummary,
+    cell_states,
+    sweep_status,
+    trial_records,
+    write_trials_csv,
+)
 from hcc_exp.sweeps.storage import StorageTarget, open_storage, resolve_storage
 from hcc_exp.sweeps.worker import PARENT_ENV, STORAGE_ENV
 
@@ -409,6 +416,20 @@ def run_sweep(
     return _summary(prepared)
 
 
+def sweep_launcher(spec_path: Path | str, launcher: str | None) -> str:
+    """``local`` or ``slurm``: the ``--launcher`` option, else the YAML's ``launcher.type``.
+
+    Raises:
+        SweepError: an unknown launcher name.
+        ConfigError: the YAML is invalid (when it has to be read).
+    """
+    if launcher is None:
+        return load_sweep_spec(spec_path).spec.launcher.type
+    if launcher not in {"local", "slurm"}:
+        raise SweepError(f"--launcher {launcher!r}: expected local or slurm")
+    return launcher
+
+
 def find_sweep_folder(sweep: Path) -> SweepFolder:
     """The sweep folder of ``sweep``: the folder itself, or the folder of a sweep YAML.
 
@@ -442,6 +463,25 @@ def sweep_storage(sweep: Path) -> tuple[StorageTarget, BaseStorage]:
     if target.kind == "journal" and not target.journal_path.is_file():
         raise SweepError(f"sweep folder {folder.root} has no study journal at {target.journal_path}")
     return target, open_storage(target)
+
+
+def sweep_status_report(sweep: Path) -> SweepStatusReport:
+    """Per arm and seed: state, where it runs, retries, value, duration; Slurm task states if launched there.
+
+    Raises:
+        SweepError: not a sweep folder, its storage is missing, or the study is not there.
+    """
+    folder = find_sweep_folder(sweep)
+    target, storage = sweep_storage(folder.root)
+    name = folder.read_spec().name
+    study, _, resolved = load_study(target, name)
+    launches = folder.read_launches()
+    states: dict[str, str] = {}
+    if launches:
+        from hcc_exp.sweeps.slurm import job_states
+
+        states = job_states([str(launch["job_id"]) for launch in launches if launch.get("job_id")])
+    return SweepStatusReport(name, folder.root, target.display, cell_states(study, resolved, states), launches, states)
 
 
 def open_dashboard(sweep: Path, *, host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -201,3 +201,135 @@ class SweepSummary:
     def __str__(self) -> str:
         states = ", ".join(f"{k}={v}" for k, v in sorted(self.state_counts.items()))
         return f"sweep {self.name}: {states}; complete={self.complete}; folder {self.sweep_dir}"
+
+
+# --------------------------------------------------------------------------- per cell (hcc-exp sweep-status)
+@dataclass
+class CellState:
+    """One arm x seed (grid) or one sampled trial (search), across its attempts.
+
+    Attributes:
+        state: ``complete``, ``running``, ``waiting``, ``failed``, ``pruned`` or ``missing``
+            (a grid cell not queued yet).
+        trial: the deciding attempt's trial number.
+        retries: failed attempts before it (worker died, error, preemption).
+        preemptions: of those, preemptions (resumed from a checkpoint when one existed).
+        where: host and pid (and Slurm job) of a running attempt.
+        slurm_job, slurm_state: the Slurm array task running it and its state.
+        duration_s: of the complete attempt, or the running one so far.
+    """
+
+    arm: str
+    seed: int | None
+    state: str
+    trial: int | None = None
+    retries: int = 0
+    preemptions: int = 0
+    value: float | None = None
+    duration_s: float | None = None
+    where: str | None = None
+    slurm_job: str | None = None
+    slurm_state: str | None = None
+    error: str | None = None
+
+
+_STATE_ORDER = ("COMPLETE", "RUNNING", "WAITING", "PRUNED", "FAIL")
+
+
+def cell_states(study: optuna.Study, resolved: ResolvedSweep, slurm_states: dict[str, str] | None = None) -> list[CellState]:
+    """Per arm and seed, the state of the sweep (grid cells in spec order; search trials by number)."""
+    import datetime as _dt
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    slurm_states = slurm_states or {}
+    if resolved.spec.method == "grid":
+        groups: dict[Any, list] = {c.key: [] for c in resolved.cells()}
+        for t in trials:
+            key = (t.user_attrs.get("arm"), t.user_attrs.get("seed"))
+            groups.setdefault(key, []).append(t)
+    else:
+        groups = {}
+        for t in trials:
+            first = t.system_attrs.get("failed_trial", t.number)
+            groups.setdefault(first, []).append(t)
+    now = _dt.datetime.now()
+    cells: list[CellState] = []
+    for key, attempts in groups.items():
+        arm, seed = key if isinstance(key, tuple) else (attempts[0].user_attrs.get("arm", "search"), attempts[0].user_attrs.get("seed"))
+        if not attempts:
+            cells.append(CellState(str(arm), seed, "missing"))
+            continue
+        deciding = next((t for s in _STATE_ORDER for t in reversed(attempts) if t.state.name == s), attempts[-1])
+        failures = [t for t in attempts if t.state == TrialState.FAIL]
+        cell = CellState(
+            arm=str(arm), seed=seed, state="failed" if deciding.state == TrialState.FAIL else deciding.state.name.lower(),
+            trial=deciding.number, retries=len(failures) if deciding.state != TrialState.FAIL else len(failures) - 1,
+            preemptions=max([int(t.user_attrs.get("preemptions", 0)) for t in attempts] or [0]),
+            value=deciding.value if deciding.state == TrialState.COMPLETE else None,
+        )  # fmt: skip
+        if deciding.datetime_start is not None:
+            end = deciding.datetime_complete or (now if deciding.state == TrialState.RUNNING else None)
+            cell.duration_s = None if end is None else round((end - deciding.datetime_start).total_seconds(), 1)
+        worker = deciding.user_attrs.get("worker")
+        if isinstance(worker, dict) and worker.get("trial") == deciding.number and deciding.state == TrialState.RUNNING:
+            cell.where = f"{worker.get('host')}:{worker.get('pid')}"
+            cell.slurm_job = worker.get("slurm_job")
+            cell.slurm_state = slurm_states.get(cell.slurm_job or "")
+        if deciding.state == TrialState.FAIL:
+            cell.error = deciding.user_attrs.get("error") or deciding.user_attrs.get("failure")
+        cells.append(cell)
+    return cells
+
+
+@dataclass
+class SweepStatusReport:
+    """``hcc-exp sweep-status``: every cell, the Slurm submissions and their task states."""
+
+    name: str
+    sweep_dir: Path
+    storage: str
+    cells: list[CellState]
+    launches: list[dict[str, Any]] = field(default_factory=list)
+    slurm_states: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(c.state for c in self.cells))
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "sweep": self.name,
+            "sweep_dir": str(self.sweep_dir),
+            "storage": self.storage,
+            "counts": self.counts,
+            "cells": [asdict(c) for c in self.cells],
+            "slurm": [
+                {"job_id": launch.get("job_id"), "tasks": {t: self.slurm_states.get(t) for t in launch.get("tasks", [])}}
+                for launch in self.launches
+            ],
+        }
+
+    def to_rich_table(self) -> Any:
+        from rich.table import Table
+
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        caption = f"{self.sweep_dir}  storage: {self.storage}"
+        for launch in self.launches:
+            tasks = ", ".join(f"{t} {self.slurm_states.get(t, '?')}" for t in launch.get("tasks", []))
+            caption += f"\nSlurm job {launch.get('job_id')}: {tasks}"
+        table = Table(title=f"Sweep {self.name} - {counts or 'no cells'}", caption=caption)
+        for column in ("arm", "seed", "state", "where", "retries", "value", "duration", "trial"):
+            table.add_column(column)
+        for c in self.cells:
+            where = c.where or ""
+            if c.slurm_job:
+                where += f" (Slurm {c.slurm_job}{' ' + c.slurm_state if c.slurm_state else ''})"
+            retries = str(c.retries) + (f" ({c.preemptions} preempted)" if c.preemptions else "")
+            value = "" if c.value is None or not math.isfinite(c.value) else f"{c.value:.4f}"
+            duration = "" if c.duration_s is None else f"{c.duration_s:.0f} s"
+            state = c.state if not c.error else f"{c.state}: {c.error[:60]}"
+            table.add_row(c.arm, "" if c.seed is None else str(c.seed), state, where, retries, value, duration,
+                          "" if c.trial is None else str(c.trial))  # fmt: skip
+        return table

@@ -128,6 +128,7 @@ def train(
     group: str | None = None,
     job_type: str = "train",
     tags: list[str] | None = None,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     """Train the multi-task model described by ``config`` and write its run folder.
 
@@ -139,6 +140,8 @@ def train(
         cohort: an already opened cache (skips validation and preprocessing).
         progress: show Rich progress bars.
         group, job_type, tags: tracking metadata (a sweep passes its name and arm).
+        resume_from: a checkpoint of this run (``checkpoints/last.ckpt``) to continue from:
+            epochs, optimizer and callbacks resume where it stopped (a preempted sweep trial).
     """
     started = time.perf_counter()
     _quiet_lightning(verbose=progress)
@@ -177,7 +180,7 @@ def train(
     )
     exit_code = 1
     try:
-        result = _fit_and_predict(config, cohort, run_dir, tracker, callbacks or [], progress)
+        result = _fit_and_predict(config, cohort, run_dir, tracker, callbacks or [], progress, resume_from)
         result.seconds = time.perf_counter() - started
         meta.update(
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -205,6 +208,7 @@ def _fit_and_predict(
     tracker: Tracker,
     extra_callbacks: list[Callback],
     progress: bool,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     datamodule = HccDataModule(cohort, config)
     module = MultiTaskModule(config.model_dump(mode="json"))
@@ -214,6 +218,7 @@ def _fit_and_predict(
         monitor=MONITOR,
         mode="min",
         save_top_k=1,
+        save_last=True,  # checkpoints/last.ckpt: what a preempted trial resumes from
         enable_version_counter=False,
     )
     callbacks: list[Callback] = [
@@ -240,7 +245,7 @@ def _fit_and_predict(
         reload_dataloaders_every_n_epochs=1,
         limit_train_batches=config.trainer.limit_train_batches,
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     if not checkpoint.best_model_path:
         raise RunFolderError(f"training in {run_dir} produced no checkpoint (no validation epoch ran)")
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
