@@ -218,6 +218,8 @@ def sweep(
         from hcc_exp.sweeps.launcher import parse_slurm_set
         from hcc_exp.sweeps.slurm import launch_sweep
 
+        if join is not None:
+            raise typer.BadParameter("--join adds local workers; Slurm tasks use the storage of the sweep YAML")
         settings = {"array": array, "partition": partition, "gpus_per_task": gpus_per_task,
                     "cpus_per_task": cpus_per_task, "mem": mem, "time": time}  # fmt: skip
         if slurm_set:

@@ -29,7 +29,6 @@ META_JSON = "meta.json"
 PREDICTIONS_CSV = "predictions.csv"
 EVALUATION_DIR = "evaluation"
 TRIAL_STATES: tuple[str, ...] = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
-TRIAL_COLUMNS: tuple[str, ...] = ("number", "arm", "seed", "state")
 PREDICTION_COLUMNS: tuple[str, ...] = ("patient_id", "split", "os_risk", "rfs_risk", "mvi_prob")
 DEFAULT_OBJECTIVE = "internal/os/c_index"
 
