@@ -404,7 +404,8 @@ def run_sweep(
     prepared = prepare_sweep(spec_path, runs_root=runs_root, join=join, resolved=resolved)
     try:
         if workers == 0:
-            run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)
+            with _sigterm_as_interrupt():  # the trial running in this process is re-queued on SIGTERM
+                run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)
         else:
             assert fn_path is not None
             _supervise(prepared, workers=workers, train_fn=fn_path, progress=progress, devices=devices)
