@@ -12,6 +12,7 @@
       logs/worker-<i>.log           output of local worker processes
       runs/<number>-<arm>-s<seed>/  one run folder per trial (:mod:`hcc_exp.run_folder` owns its files)
       wandb/                        offline W&B runs, group = sweep name
+      resume/<number>-<arm>-s<seed>/  last.ckpt + best.ckpt of a preempted trial until its retry completes
       slurm/                        submitit's folder: <job id>_<task>_log.out / .err, pickles
       launch.json                   Slurm submissions: job ids, array size, settings, task log paths
 
@@ -47,6 +48,7 @@ LOGS_DIR = "logs"
 RUNS_DIR = "runs"
 WANDB_DIR = "wandb"
 SLURM_DIR = "slurm"
+RESUME_DIR = "resume"
 LAUNCH_JSON = "launch.json"
 TRIALS_COLUMNS: tuple[str, ...] = (
     "number", "arm", "seed", "state", "value", "run_dir", "duration_s", "retry_of", "error",
@@ -130,6 +132,10 @@ class SweepFolder:
     @property
     def launch_json(self) -> Path:
         return self.root / LAUNCH_JSON
+
+    def resume_dir(self, run_name: str) -> Path:
+        """Checkpoints a preempted trial resumes from (outside its run folder, which is only written when complete)."""
+        return self.root / RESUME_DIR / run_name
 
     def worker_log(self, index: int) -> Path:
         return self.logs_dir / f"worker-{int(index)}.log"

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import shutil
 import socket
 import time
 import traceback
@@ -355,7 +356,7 @@ def _trial_setup(ctx: WorkerContext, trial: optuna.Trial) -> tuple[str, int, dic
 
 
 def _run_dir_and_resume(ctx: WorkerContext, trial: optuna.Trial, arm: str, seed: int) -> tuple[Path, Path | None]:
-    """A re-queued preempted trial continues in its predecessor's run folder from its checkpoint."""
+    """A re-queued preempted trial continues its predecessor's run folder from its saved checkpoint."""
     resume = trial.user_attrs.get(RESUME_ATTR)
     inherited = trial.user_attrs.get("run_dir")
     if resume and inherited and _accepts(ctx.train_fn, "resume_from"):
@@ -392,7 +393,8 @@ def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialStat
         extra: dict[str, Any] = {"progress": False} if _accepts(ctx.train_fn, "progress") else {}  # no bars in logs
         if _accepts(ctx.train_fn, "resume_from"):
             # A Lightning train function: it can be checkpointed on preemption and resumed.
-            callbacks.append(preemption.progress_callback(trial))
+            resume_best = resume_from.with_name(preemption.BEST_CHECKPOINT) if resume_from else None
+            callbacks += preemption.progress_callbacks(trial, resume_best)
             extra["resume_from"] = resume_from
         logger.info(
             "trial %d: arm %s seed %d -> %s%s", trial.number, arm, seed, run_dir,
@@ -409,6 +411,8 @@ def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialStat
         if not math.isfinite(value):
             raise SweepError(f"the sweep metric '{spec.metric.name}' is {value} (e.g. a split without events)")
         state = TrialState.COMPLETE
+        if resume_from is not None:  # the run folder is complete: its resume checkpoints are done with
+            shutil.rmtree(resume_from.parent, ignore_errors=True)
         return state, value
     except optuna.TrialPruned as exc:
         state = TrialState.PRUNED

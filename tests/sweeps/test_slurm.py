@@ -176,7 +176,6 @@ def test_preempted_task_requeues_and_resumes_the_trial_from_its_checkpoint(
         time.sleep(0.2)
         trials = _study(folder).get_trials() if folder.journal.is_file() else []
         first = trials[0] if trials else None
-    assert (folder.root / first.user_attrs["run_dir"] / LAST_CHECKPOINT).is_file()
     sent = on_slurm.run("scancel", "--signal=USR1", task, check=False)
     assert sent.returncode == 0, (sent.stderr, first.user_attrs, _task_logs(folder))
     states = _wait_for_job(on_slurm, launched.job_id, 400)
@@ -185,16 +184,21 @@ def test_preempted_task_requeues_and_resumes_the_trial_from_its_checkpoint(
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], _task_logs(folder)
     preempted, resumed = trials
-    assert preempted.user_attrs["failure"].startswith("preempted (Slurm signal USR1); resumes from runs/")
-    assert resumed.user_attrs["resume_from"] == f"{preempted.user_attrs['run_dir']}/{LAST_CHECKPOINT}"
+    assert preempted.user_attrs["failure"].startswith("preempted (Slurm signal USR1); resumes from resume/")
+    run_name = Path(preempted.user_attrs["run_dir"]).name
+    assert resumed.user_attrs["resume_from"] == f"resume/{run_name}/{LAST_CHECKPOINT}"
     assert resumed.user_attrs["run_dir"] == preempted.user_attrs["run_dir"] and resumed.user_attrs["preemptions"] == 1
     # Epochs continue: the retry starts where the checkpoint stopped, not at 0, and ends at max_epochs.
     stopped_after = preempted.user_attrs[EPOCHS_DONE_ATTR]
     assert preempted.user_attrs[START_EPOCH_ATTR] == 0
     assert 1 <= resumed.user_attrs[START_EPOCH_ATTR] <= stopped_after < epochs
     assert resumed.user_attrs[EPOCHS_DONE_ATTR] == epochs
-    metrics = json.loads((folder.root / resumed.user_attrs["run_dir"] / "metrics.json").read_text())
+    run_dir = folder.root / resumed.user_attrs["run_dir"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_trained"] == epochs
+    # The published run folder is like any other (best.ckpt only); the resume checkpoints are gone.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.suffix == ".ckpt") == ["best.ckpt"]
+    assert not folder.resume_dir(run_name).exists()
     restarts = on_slurm.run("scontrol", "-o", "show", "job", task).stdout
     assert "Restarts=1" in restarts, restarts
     print(f"preempted after {stopped_after} epoch(s); resumed at epoch {resumed.user_attrs[START_EPOCH_ATTR]}")
