@@ -11,8 +11,6 @@ a preempted trial's checkpoint and resume in :mod:`hcc_exp.sweeps.preemption`.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import logging
 import math
@@ -20,7 +18,6 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,74 +44,18 @@ from hcc_exp.sweeps.liveness import (
 from hcc_exp.sweeps.spec import SEARCH_ARM, ParameterSpec, ResolvedSweep, SweepSpec
 from hcc_exp.sweeps.status import sweep_status
 from hcc_exp.sweeps.storage import StorageTarget, open_storage
+from hcc_exp.sweeps.train_fn import TrainFn, accepts, import_train_fn, train_fn_path
 from hcc_exp.tracking import make_tracker, provenance_tags
 
 logger = logging.getLogger(__name__)
 
 SWEEP_ATTR = "hcc_exp_sweep"
 """Study user attr holding the resolved sweep (spec, base config, fingerprint)."""
-DEFAULT_TRAIN_FN = "hcc_exp.training.train:train"
-__all__ = ["WORKER_ATTR", "recover_stale_trials"]  # also importable from here, as before
+__all__ = ["WORKER_ATTR", "TrainFn", "import_train_fn", "recover_stale_trials", "train_fn_path"]  # as before
 
-TrainFn = Callable[..., Any]
 
 
 # --------------------------------------------------------------------------- helpers
-def import_train_fn(spec: str | TrainFn | None) -> TrainFn:
-    """Resolve ``"module:function"`` (or a callable, or None for the real ``train``).
-
-    Raises:
-        SweepError: the module or function cannot be imported.
-    """
-    if spec is None:
-        spec = DEFAULT_TRAIN_FN
-    if callable(spec):
-        return spec
-    module_name, _, attr = str(spec).partition(":")
-    if not module_name or not attr:
-        raise SweepError(f"train_fn {spec!r}: expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-        fn = module
-        for part in attr.split("."):
-            fn = getattr(fn, part)
-    except (ImportError, AttributeError) as exc:
-        raise SweepError(f"train_fn {spec!r} cannot be imported: {exc}") from exc
-    if not callable(fn):
-        raise SweepError(f"train_fn {spec!r} is not callable")
-    return fn
-
-
-def train_fn_path(fn: str | TrainFn | None) -> str:
-    """Dotted ``module:function`` path of ``fn`` that a worker process can import.
-
-    Raises:
-        SweepError: ``fn`` is a lambda, a local function or otherwise not importable by path.
-    """
-    if fn is None:
-        return DEFAULT_TRAIN_FN
-    if isinstance(fn, str):
-        import_train_fn(fn)  # fail here, not in every worker
-        return fn
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not module or "<" in qualname or module == "__main__":
-        raise SweepError(
-            f"train_fn {fn!r} cannot be imported by worker processes; pass a 'module:function' string "
-            "of a module on the import path (or workers=0 to run in this process)"
-        )
-    path = f"{module}:{qualname}"
-    if import_train_fn(path) is not fn:
-        raise SweepError(f"train_fn {fn!r} is not reachable as {path}")
-    return path
-
-
-def _accepts(fn: TrainFn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -306,6 +247,7 @@ class WorkerContext:
     folder: SweepFolder
     train_fn: TrainFn
     provenance: list[str] = field(default_factory=list)
+    resumable: bool = False  # keep a last.ckpt per epoch so a preempted trial can resume (Slurm tasks)
 
     @property
     def sweep_dir(self) -> Path:
@@ -359,7 +301,7 @@ def _run_dir_and_resume(ctx: WorkerContext, trial: optuna.Trial, arm: str, seed:
     """A re-queued preempted trial continues its predecessor's run folder from its saved checkpoint."""
     resume = trial.user_attrs.get(RESUME_ATTR)
     inherited = trial.user_attrs.get("run_dir")
-    if resume and inherited and _accepts(ctx.train_fn, "resume_from"):
+    if resume and inherited and accepts(ctx.train_fn, "resume_from"):
         checkpoint = ctx.folder.root / resume
         if checkpoint.is_file():
             return ctx.folder.root / inherited, checkpoint
@@ -390,9 +332,9 @@ def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialStat
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=spec.prune_metric))
-        extra: dict[str, Any] = {"progress": False} if _accepts(ctx.train_fn, "progress") else {}  # no bars in logs
-        if _accepts(ctx.train_fn, "resume_from"):
-            # A Lightning train function: it can be checkpointed on preemption and resumed.
+        extra: dict[str, Any] = {"progress": False} if accepts(ctx.train_fn, "progress") else {}  # no bars in logs
+        if accepts(ctx.train_fn, "resume_from") and (ctx.resumable or resume_from is not None):
+            # A Lightning train function: it keeps a checkpoint to resume from after a preemption.
             resume_best = resume_from.with_name(preemption.BEST_CHECKPOINT) if resume_from else None
             callbacks += preemption.progress_callbacks(trial, resume_best)
             extra["resume_from"] = resume_from
@@ -471,6 +413,7 @@ def run_worker(
     max_trials: int | None = None,
     wait_for_running: bool = False,
     attempt: int = 0,
+    resumable: bool = False,
 ) -> int:
     """Run trials of an existing sweep study until nothing is left to claim.
 
@@ -485,6 +428,7 @@ def run_worker(
             wait (recovering dead workers' trials) instead of stopping: a Slurm array task
             has no supervisor to start a worker for a trial re-queued later.
         attempt: how often this worker was restarted (Slurm requeue count).
+        resumable: write a checkpoint every epoch so that a preempted trial resumes (Slurm).
 
     Returns:
         The number of trials this worker ran.
@@ -498,6 +442,7 @@ def run_worker(
         folder=SweepFolder(Path(sweep_dir)),
         train_fn=import_train_fn(train_fn),
         provenance=provenance_tags(Path.cwd()),
+        resumable=resumable,
     )
     ran = 0
     while max_trials is None or ran < max_trials:

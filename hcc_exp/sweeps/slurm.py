@@ -74,7 +74,7 @@ class SweepTask(Checkpointable):
         target = resolve_storage(os.environ.get(STORAGE_ENV) or None, Path(self.sweep_dir))
         ran = run_worker(
             target, self.study, sweep_dir=Path(self.sweep_dir), train_fn=self.train_fn,
-            worker_index=task_index, wait_for_running=True, attempt=attempt,
+            worker_index=task_index, wait_for_running=True, attempt=attempt, resumable=True,
         )  # fmt: skip
         logger.info("sweep %s finished for this task; ran %d trial(s) (attempt %d)", self.study, ran, attempt)
         return ran
