@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow test-cluster cluster-packages bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -n 2 -m slow $(PYTEST_ARGS)
+
+# Sweeps on a real single-node Slurm (and PostgreSQL): the fixtures start and stop the daemons,
+# these packages must be installed first (Debian / Ubuntu, as root).
+CLUSTER_PACKAGES ?= slurm-wlm munge postgresql
+cluster-packages:
+	@missing=""; for p in $(CLUSTER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test-cluster: setup cluster-packages
+	$(BIN)/python -m pytest -m slurm -p no:cacheprovider $(PYTEST_ARGS) tests/sweeps/test_slurm.py
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -225,17 +225,64 @@ def sweep(
         str | None, typer.Option(help="Replace the file's seeds, comma-separated (e.g. 0 for a quick run).")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Replace the file's name: the study and runs/<name>.")] = None,
+    trials_per_gpu: Annotated[int, typer.Option(help="Local workers per visible GPU (one GPU per worker).")] = 1,
+    launcher: Annotated[
+        str | None, typer.Option(help="local or slurm (default: the YAML's launcher.type, else local).")
+    ] = None,
+    array: Annotated[int | None, typer.Option(help="Slurm: array tasks, each a worker.")] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    gpus_per_task: Annotated[int | None, typer.Option(help="Slurm: GPUs per task.")] = None,
+    cpus_per_task: Annotated[int | None, typer.Option(help="Slurm: CPUs per task.")] = None,
+    mem: Annotated[str | None, typer.Option(help="Slurm: memory per task's node, e.g. 16G.")] = None,
+    time: Annotated[str | None, typer.Option(help="Slurm: time limit, minutes or [D-]HH:MM:SS.")] = None,
+    slurm_set: Annotated[
+        list[str] | None, typer.Option("--slurm-set", help="Any sbatch option as key=value (repeatable).")
+    ] = None,
 ) -> None:
-    """Run an Optuna (default) or W&B sweep; resumable, several workers share one study."""
+    """Run an Optuna (default) or W&B sweep; resumable, several workers share one study; or submit it to Slurm."""
     from hcc_exp.config import parse_set_options
-    from hcc_exp.sweeps.runner import run_sweep
+    from hcc_exp.sweeps.runner import run_sweep, sweep_launcher
     from hcc_exp.sweeps.spec import parse_seed_list
 
+    seed_list = parse_seed_list(seeds) if seeds is not None else None
+    if sweep_launcher(spec, launcher) == "slurm":
+        from hcc_exp.sweeps.launcher import parse_slurm_set
+        from hcc_exp.sweeps.slurm import launch_sweep
+
+        if join is not None:
+            raise typer.BadParameter("--join adds local workers; Slurm tasks use the storage of the sweep YAML")
+        settings = {"array": array, "partition": partition, "gpus_per_task": gpus_per_task,
+                    "cpus_per_task": cpus_per_task, "mem": mem, "time": time}  # fmt: skip
+        if slurm_set:
+            try:
+                settings["slurm_set"] = parse_slurm_set(slurm_set)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+        launched = launch_sweep(
+            spec, settings=settings, overrides=parse_set_options(overrides), seeds=seed_list, name=name
+        )
+        console.print(launched.follow_hint(), markup=False, highlight=False)
+        return
     summary = run_sweep(
         spec, workers=workers, join=join, overrides=parse_set_options(overrides),
-        seeds=parse_seed_list(seeds) if seeds is not None else None, name=name,
+        seeds=seed_list, name=name, trials_per_gpu=trials_per_gpu,
     )  # fmt: skip
     console.print(summary.to_rich_table() if hasattr(summary, "to_rich_table") else summary)
+
+
+@app.command("sweep-status")
+def sweep_status(
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>) or its YAML.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per arm and seed: waiting / running where / complete / failed with retries, value, duration; Slurm jobs."""
+    from hcc_exp.sweeps.runner import sweep_status_report
+
+    report = sweep_status_report(sweep_dir)
+    if as_json:
+        console.print_json(data=report.to_json())
+    else:
+        console.print(report.to_rich_table())
 
 
 @app.command()

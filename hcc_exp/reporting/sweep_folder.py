@@ -1,11 +1,8 @@
 """Reading a finished (or half-finished) sweep folder: trials, run folders, labels.
 
-::
-
-    runs/<sweep name>/
-      sweep.yaml          the sweep spec (name, objective metric and direction, arms)
-      trials.csv          number, arm, seed, state, value, run_dir, duration_s
-      runs/<trial>/       one run folder per trial (see docs/ARCHITECTURE.md)
+The sweep folder's layout (``sweep.yaml``, ``trials.csv``, ``runs/<trial>/``) is
+:class:`hcc_exp.sweeps.folder.SweepFolder`; ``sweep.yaml`` is read strictly through
+the sweep schema.
 
 Only IO lives here; the statistics are in :mod:`hcc_exp.reporting.stats` and the
 table in :mod:`hcc_exp.reporting.tables`.
@@ -19,19 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.errors import HccExpError, RunFolderError, SweepError
 from hcc_exp.evaluation.evaluate import run_oracle
 from hcc_exp.evaluation.oracle import oracle_shares
 from hcc_exp.run_folder import EVALUATION_DIR, META_JSON, METRICS_JSON, RunFolder, iter_run_folders
+from hcc_exp.sweeps import folder as sweep_layout
+from hcc_exp.sweeps.spec import SweepSpec
 
-SWEEP_YAML = "sweep.yaml"
-TRIALS_CSV = "trials.csv"
-RUNS_DIR = "runs"
 TRIAL_STATES: tuple[str, ...] = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
-TRIAL_COLUMNS: tuple[str, ...] = ("number", "arm", "seed", "state")
 DEFAULT_OBJECTIVE = "internal/os/c_index"
 
 Direction = Literal["maximize", "minimize"]
@@ -93,7 +87,7 @@ class SweepFolder:
     Attributes:
         root: ``runs/<sweep name>``.
         name: the sweep's name (``sweep.yaml: name``, else the folder name).
-        spec: the parsed ``sweep.yaml`` (empty if absent).
+        spec: the validated ``sweep.yaml`` (None if absent).
         objective: metric and direction used to rank runs.
         trials: trials.csv with ``state`` upper-cased and ``seed`` as nullable int.
         runs: completed trials whose run folder has metrics, one per (arm, seed).
@@ -102,7 +96,7 @@ class SweepFolder:
 
     root: Path
     name: str
-    spec: dict[str, Any]
+    spec: SweepSpec | None
     objective: SweepObjective
     trials: pd.DataFrame
     runs: list[RunRecord]
@@ -179,45 +173,21 @@ def read_labels(cache_dir: Path) -> pd.DataFrame:
     return PreprocessedCohort.open(cache_dir).labels
 
 
-def read_objective(spec: dict[str, Any]) -> SweepObjective:
-    """Objective metric and direction from ``sweep.yaml``.
-
-    Accepts ``metric: <key>`` with ``direction: maximize|minimize`` at the top level,
-    or ``metric: {name: <key>, direction|goal: ...}``; defaults to maximising
-    ``internal/os/c_index``.
-    """
-    metric: Any = spec.get("metric", spec.get("objective"))
-    direction: Any = spec.get("direction", "maximize")
-    if isinstance(metric, dict):
-        direction = metric.get("direction", metric.get("goal", direction))
-        metric = metric.get("name", metric.get("metric"))
-    text = str(direction).lower()
-    if text.startswith("min"):
-        resolved: Direction = "minimize"
-    elif text.startswith("max"):
-        resolved = "maximize"
-    else:
-        raise SweepError(f"{SWEEP_YAML}: direction must be maximize or minimize, got {direction!r}")
-    return SweepObjective(str(metric) if metric else DEFAULT_OBJECTIVE, resolved)
+def read_objective(spec: SweepSpec | None) -> SweepObjective:
+    """Objective metric and direction of a sweep (``metric: {name, goal}``); without a spec,
+    maximising ``internal/os/c_index``."""
+    if spec is None:
+        return SweepObjective(DEFAULT_OBJECTIVE, "maximize")
+    return SweepObjective(spec.metric.name, spec.metric.goal)
 
 
-def _resolve_run_dir(sweep_dir: Path, run_dir: Any, number: Any) -> Path | None:
-    candidates: list[Path] = []
-    if isinstance(run_dir, str) and run_dir.strip():
-        given = Path(run_dir)
-        candidates += [given] if given.is_absolute() else [sweep_dir / given, Path.cwd() / given]
-        candidates.append(sweep_dir / RUNS_DIR / given.name)
-    if number is not None and not pd.isna(number):
-        candidates.append(sweep_dir / RUNS_DIR / str(int(number)))
-    for candidate in candidates:
-        if (candidate / METRICS_JSON).is_file() or (candidate / META_JSON).is_file():
-            return candidate
-    return None
+def _is_run_dir(candidate: Path) -> bool:
+    return (candidate / METRICS_JSON).is_file() or (candidate / META_JSON).is_file()
 
 
-def _trials_from_run_folders(sweep_dir: Path) -> pd.DataFrame:
+def _trials_from_run_folders(layout: sweep_layout.SweepFolder) -> pd.DataFrame:
     rows = []
-    for run in iter_run_folders(sweep_dir / RUNS_DIR):
+    for run in iter_run_folders(layout.runs_dir):
         meta = run.read_meta()
         run_dir = run.root
         rows.append(
@@ -248,28 +218,20 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
     root = Path(sweep_dir)
     if not root.is_dir():
         raise SweepError(f"sweep folder {root} does not exist")
-    spec: dict[str, Any] = {}
-    if (root / SWEEP_YAML).is_file():
-        try:
-            spec = yaml.safe_load((root / SWEEP_YAML).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise SweepError(f"{root / SWEEP_YAML}: not valid YAML: {exc}") from exc
-        if not isinstance(spec, dict):
-            raise SweepError(f"{root / SWEEP_YAML}: expected a mapping at the top level")
+    layout = sweep_layout.SweepFolder(root)
+    spec = layout.read_spec() if layout.has_spec() else None
     objective = read_objective(spec)
     notes: list[str] = []
 
-    trials_path = root / TRIALS_CSV
-    if trials_path.is_file():
-        trials = pd.read_csv(trials_path, dtype={"arm": str, "run_dir": str})
-        missing = [c for c in TRIAL_COLUMNS if c not in trials.columns]
-        if missing:
-            raise SweepError(f"{trials_path}: missing column(s) {missing}")
+    if layout.trials_csv.is_file():
+        trials = layout.read_trials()
     else:
-        trials = _trials_from_run_folders(root)
+        trials = _trials_from_run_folders(layout)
         if trials.empty:
-            raise SweepError(f"sweep folder {root} has neither {TRIALS_CSV} nor run folders with {META_JSON}")
-        notes.append(f"{TRIALS_CSV} absent: trials were reconstructed from run folders")
+            raise SweepError(
+                f"sweep folder {root} has neither {sweep_layout.TRIALS_CSV} nor run folders with {META_JSON}"
+            )
+        notes.append(f"{sweep_layout.TRIALS_CSV} absent: trials were reconstructed from run folders")
     trials = trials.copy()
     trials["state"] = trials["state"].astype(str).str.upper().str.replace("TRIALSTATE.", "", regex=False)
     trials["seed"] = pd.to_numeric(trials["seed"], errors="coerce").astype("Int64")
@@ -283,7 +245,7 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
     oracles: dict[tuple[str, str], dict[str, float] | None] = {}
     for row in trials[trials["state"] == "COMPLETE"].itertuples(index=False):
         label = f"trial {row.number} (arm {row.arm}, seed {row.seed})"
-        run_dir = _resolve_run_dir(root, row.run_dir, row.number)
+        run_dir = layout.find_run_dir(row.run_dir, row.number, _is_run_dir)
         if run_dir is None:
             notes.append(f"{label}: run folder {row.run_dir!r} not found; skipped")
             continue
@@ -329,5 +291,5 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
                 f"kept trial {record.trial}, dropped trial {by_key[key].trial}"
             )
         by_key[key] = record
-    name = str(spec.get("name") or root.name)
+    name = spec.name if spec is not None else root.name
     return SweepFolder(root, name, spec, objective, trials, list(by_key.values()), notes)

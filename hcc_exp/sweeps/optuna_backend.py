@@ -1,158 +1,61 @@
-"""Optuna backend: the study, its trial queue, dead-worker recovery and the worker loop.
+"""Optuna backend: the study, its trial queue and the worker loop.
 
 A grid (ablation) enqueues every arm x seed once as a WAITING trial; workers claim
 WAITING trials atomically (``set_trial_state_values(RUNNING)`` succeeds for one
 process only) and never sample new ones, so each cell runs once. Random / bayes
 searches ask Optuna's sampler for new trials until ``trials`` is reached.
 
-A worker that dies mid-trial leaves a RUNNING trial behind. It is failed and
-re-queued (Optuna's ``RetryHeartbeatStaleTrialCallback``: same params and user attrs,
-new trial number) when
-
-- its worker process is gone (same host: pid and process start time in the trial's
-  ``worker`` user attr), or
-- its heartbeat is older than ``grace_period``: Optuna's RDB heartbeat for
-  PostgreSQL, a per-trial heartbeat file next to the journal for journal storage
-  (Optuna 5's ``JournalStorage`` has no heartbeat).
+Dead workers, heartbeats and re-queueing live in :mod:`hcc_exp.sweeps.liveness`;
+a preempted trial's checkpoint and resume in :mod:`hcc_exp.sweeps.preemption`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import importlib
-import inspect
 import json
 import logging
 import math
-import os
+import shutil
 import socket
-import threading
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import BaseStorage, fail_stale_trials
-from optuna.trial import FrozenTrial, TrialState
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from hcc_exp.errors import ConfigError, SweepError
+from hcc_exp.sweeps import preemption
+from hcc_exp.sweeps.folder import SweepFolder
+from hcc_exp.sweeps.liveness import (
+    RESUME_ATTR,
+    WORKER_ATTR,
+    Heartbeat,
+    fail_and_requeue,
+    quiet_experimental,
+    recover_stale_trials,
+    trial_id,
+    worker_identity,
+)
 from hcc_exp.sweeps.spec import SEARCH_ARM, ParameterSpec, ResolvedSweep, SweepSpec
-from hcc_exp.sweeps.storage import StorageTarget, open_storage, retry_callback
-from hcc_exp.tracking import make_tracker, provenance_tags, safe_name
+from hcc_exp.sweeps.status import sweep_status
+from hcc_exp.sweeps.storage import StorageTarget, open_storage
+from hcc_exp.sweeps.train_fn import TrainFn, accepts, import_train_fn, train_fn_path
+from hcc_exp.tracking import make_tracker, provenance_tags
 
 logger = logging.getLogger(__name__)
 
 SWEEP_ATTR = "hcc_exp_sweep"
 """Study user attr holding the resolved sweep (spec, base config, fingerprint)."""
-WORKER_ATTR = "worker"
-RUNS_DIR = "runs"
-TRIALS_CSV = "trials.csv"
-DEFAULT_TRAIN_FN = "hcc_exp.training.train:train"
+__all__ = ["WORKER_ATTR", "TrainFn", "import_train_fn", "recover_stale_trials", "train_fn_path"]  # as before
 
-TrainFn = Callable[..., Any]
 
 
 # --------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _quiet_experimental() -> Iterator[None]:
-    # Heartbeats, the retry callback and constant_liar are "experimental" in Optuna 5;
-    # the warnings would repeat in every worker log for every trial.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        yield
-
-
-def import_train_fn(spec: str | TrainFn | None) -> TrainFn:
-    """Resolve ``"module:function"`` (or a callable, or None for the real ``train``).
-
-    Raises:
-        SweepError: the module or function cannot be imported.
-    """
-    if spec is None:
-        spec = DEFAULT_TRAIN_FN
-    if callable(spec):
-        return spec
-    module_name, _, attr = str(spec).partition(":")
-    if not module_name or not attr:
-        raise SweepError(f"train_fn {spec!r}: expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-        fn = module
-        for part in attr.split("."):
-            fn = getattr(fn, part)
-    except (ImportError, AttributeError) as exc:
-        raise SweepError(f"train_fn {spec!r} cannot be imported: {exc}") from exc
-    if not callable(fn):
-        raise SweepError(f"train_fn {spec!r} is not callable")
-    return fn
-
-
-def train_fn_path(fn: str | TrainFn | None) -> str:
-    """Dotted ``module:function`` path of ``fn`` that a worker process can import.
-
-    Raises:
-        SweepError: ``fn`` is a lambda, a local function or otherwise not importable by path.
-    """
-    if fn is None:
-        return DEFAULT_TRAIN_FN
-    if isinstance(fn, str):
-        import_train_fn(fn)  # fail here, not in every worker
-        return fn
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not module or "<" in qualname or module == "__main__":
-        raise SweepError(
-            f"train_fn {fn!r} cannot be imported by worker processes; pass a 'module:function' string "
-            "of a module on the import path (or workers=0 to run in this process)"
-        )
-    path = f"{module}:{qualname}"
-    if import_train_fn(path) is not fn:
-        raise SweepError(f"train_fn {fn!r} is not reachable as {path}")
-    return path
-
-
-def process_token(pid: int) -> str | None:
-    """Start time of process ``pid`` (clock ticks since boot, Linux); None if unknown or gone.
-
-    Together with the pid it identifies a process even after its pid is reused.
-    """
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()
-    if not fields or fields[0] in {"Z", "X"}:  # zombie / dead: it will not beat again
-        return None
-    return fields[19] if len(fields) > 19 else None
-
-
-def process_alive(pid: int, token: str | None) -> bool:
-    """Whether the process ``pid`` that had start time ``token`` still runs."""
-    if Path("/proc").is_dir() and Path("/proc/self/stat").is_file():
-        current = process_token(pid)
-        return current is not None and (token is None or current == token)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _accepts(fn: TrainFn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -162,10 +65,26 @@ def study_direction(spec: SweepSpec) -> str:
     return spec.metric.goal
 
 
-def make_sampler(spec: SweepSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def worker_sampler_seed(sampler_seed: int | None, worker_index: int, attempt: int = 0) -> int | None:
+    """A sampler seed per worker from the sweep's ``sampler_seed``, the worker (task) index and its attempt.
+
+    Workers that share one seed sample the same parameters (Optuna issue 3790); a
+    requeued Slurm task (``attempt`` = ``SLURM_RESTART_COUNT``) must not replay its first
+    attempt's samples either. ``numpy.random.SeedSequence`` mixes the three so that
+    nearby inputs give unrelated streams; None stays None (unseeded).
+
+    >>> worker_sampler_seed(7, 0) == worker_sampler_seed(7, 0) != worker_sampler_seed(7, 1)
+    True
+    """
+    if sampler_seed is None:
+        return None
+    return int(np.random.SeedSequence([int(sampler_seed), int(worker_index), int(attempt)]).generate_state(1)[0])
+
+
+def make_sampler(spec: SweepSpec, worker_index: int = 0, attempt: int = 0) -> optuna.samplers.BaseSampler:
     """TPE for bayes, random for random; a grid's trials are all enqueued (random never samples)."""
-    seed = None if spec.sampler_seed is None else spec.sampler_seed + worker_index
-    with _quiet_experimental():
+    seed = worker_sampler_seed(spec.sampler_seed, worker_index, attempt)
+    with quiet_experimental():
         if spec.method == "bayes":
             # constant_liar: parallel workers do not all sample next to the same running trial.
             return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
@@ -230,7 +149,7 @@ def create_or_load_study(resolved: ResolvedSweep, storage: BaseStorage, *, worke
             parameters, seeds, overrides or base config).
     """
     spec = resolved.spec
-    with _quiet_experimental():
+    with quiet_experimental():
         study = optuna.create_study(
             study_name=spec.name,
             storage=storage,
@@ -255,7 +174,7 @@ def create_or_load_study(resolved: ResolvedSweep, storage: BaseStorage, *, worke
 
 
 def load_study(
-    target: StorageTarget, study_name: str, *, worker_index: int = 0
+    target: StorageTarget, study_name: str, *, worker_index: int = 0, attempt: int = 0
 ) -> tuple[optuna.Study, BaseStorage, ResolvedSweep]:
     """Open an existing sweep study (a worker, or ``--join`` from another machine).
 
@@ -282,19 +201,14 @@ def load_study(
         storage = open_storage(
             target, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period, max_retry=spec.max_retry
         )
-    with _quiet_experimental():
+    with quiet_experimental():
         study = optuna.load_study(
             study_name=study_name,
             storage=storage,
-            sampler=make_sampler(spec, worker_index),
+            sampler=make_sampler(spec, worker_index, attempt),
             pruner=make_pruner(spec, resolved.config_for({}, None).trainer.max_epochs),
         )
     return study, storage, resolved
-
-
-def _trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def enqueue_missing(study: optuna.Study, resolved: ResolvedSweep) -> list[tuple[str, int]]:
@@ -321,216 +235,6 @@ def enqueue_missing(study: optuna.Study, resolved: ResolvedSweep) -> list[tuple[
     return added
 
 
-# --------------------------------------------------------------------------- dead workers
-def _heartbeat_file(target: StorageTarget, number: int) -> Path:
-    return target.heartbeat_dir / f"trial-{number}.json"
-
-
-def _stale_reason(trial: FrozenTrial, target: StorageTarget, grace_period: int, now: float) -> str | None:
-    worker = trial.user_attrs.get(WORKER_ATTR)
-    # A re-queued copy inherits the dead attempt's user attrs: they only count for this trial number.
-    if isinstance(worker, dict) and worker.get("trial") == trial.number:
-        if worker.get("host") == socket.gethostname() and worker.get("pid"):
-            if not process_alive(int(worker["pid"]), worker.get("token")):
-                return f"worker process {worker['pid']} on {worker['host']} is gone"
-    if target.kind != "journal":
-        return None  # Optuna's RDB heartbeat covers other machines (fail_stale_trials)
-    beat = _heartbeat_file(target, trial.number)
-    try:
-        age = now - beat.stat().st_mtime
-    except FileNotFoundError:
-        started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        age = now - started
-        if age > grace_period:
-            return f"no heartbeat file for {age:.0f} s"
-        return None
-    if age > grace_period:
-        return f"no heartbeat for {age:.0f} s (grace period {grace_period} s)"
-    return None
-
-
-def recover_stale_trials(
-    study: optuna.Study, storage: BaseStorage, target: StorageTarget, spec: SweepSpec
-) -> list[int]:
-    """Fail the RUNNING trials whose worker died, and re-queue them (up to ``max_retry`` times).
-
-    Args:
-        study: the sweep study.
-        storage: the storage object the study was opened with.
-        target: where it lives (journal heartbeat files sit next to the journal).
-        spec: grace period and retry count.
-
-    Returns:
-        Numbers of the trials failed here.
-    """
-    now = time.time()
-    callback = retry_callback(spec.max_retry)
-    failed: list[int] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = _stale_reason(trial, target, spec.grace_period, now)
-        if reason is None:
-            continue
-        trial_id = _trial_id(storage, study, trial.number)
-        try:
-            storage.set_trial_user_attr(trial_id, "failure", f"worker died: {reason}")
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
-            continue  # another process recovered (or the worker finished) it first
-        logger.warning("trial %d failed: worker died (%s); re-queued", trial.number, reason)
-        with _quiet_experimental():
-            callback(study, storage.get_trial(trial_id))
-        failed.append(trial.number)
-        with contextlib.suppress(OSError):
-            _heartbeat_file(target, trial.number).unlink(missing_ok=True)
-    if target.kind == "rdb":
-        with _quiet_experimental():
-            fail_stale_trials(study)
-    return failed
-
-
-class _Heartbeat:
-    """Beats for one running trial: Optuna's RDB heartbeat, or a touched file for journal storage."""
-
-    def __init__(self, storage: BaseStorage, target: StorageTarget, trial_id: int, number: int, interval: int) -> None:
-        self._storage = storage
-        self._target = target
-        self._trial_id = trial_id
-        self._file = _heartbeat_file(target, number) if target.kind == "journal" else None
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{number}", daemon=True)
-
-    def _beat(self) -> None:
-        if self._file is not None:
-            self._file.touch()
-        else:
-            self._storage.record_heartbeat(self._trial_id)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._beat()
-            except Exception as exc:  # a lost beat is not fatal; the grace period covers several
-                logger.warning("heartbeat failed: %s", exc)
-
-    def __enter__(self) -> _Heartbeat:
-        if self._file is not None:
-            self._file.parent.mkdir(parents=True, exist_ok=True)
-            self._file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}), encoding="utf-8")
-        else:
-            self._beat()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- status
-@dataclass
-class TrialRecord:
-    """One row of ``trials.csv``."""
-
-    number: int
-    arm: str | None
-    seed: int | None
-    state: str
-    value: float | None
-    run_dir: str | None
-    duration_s: float | None
-    params: dict[str, Any] = field(default_factory=dict)
-    retry_of: int | None = None
-    error: str | None = None
-
-
-def trial_records(study: optuna.Study) -> list[TrialRecord]:
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        duration = None
-        if t.datetime_start and t.datetime_complete:
-            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 3)
-        records.append(
-            TrialRecord(
-                number=t.number,
-                arm=t.user_attrs.get("arm"),
-                seed=t.user_attrs.get("seed"),
-                state=t.state.name,
-                value=t.value if t.state == TrialState.COMPLETE else None,
-                run_dir=t.user_attrs.get("run_dir"),
-                duration_s=duration,
-                params={k: v for k, v in t.params.items() if k not in {"arm", "seed"}},
-                retry_of=t.system_attrs.get("failed_trial"),
-                error=t.user_attrs.get("error") or t.user_attrs.get("failure"),
-            )
-        )
-    return records
-
-
-def write_trials_csv(records: list[TrialRecord], path: Path) -> Path:
-    """``number, arm, seed, state, value, run_dir, duration_s, retry_of, error, params.<key>...``."""
-    param_keys = sorted({k for r in records for k in r.params})
-    columns = ["number", "arm", "seed", "state", "value", "run_dir", "duration_s", "retry_of", "error"]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns + [f"params.{k}" for k in param_keys])
-        for r in records:
-            writer.writerow(
-                [r.number, r.arm, r.seed, r.state, r.value, r.run_dir, r.duration_s, r.retry_of, r.error]
-                + [r.params.get(k) for k in param_keys]
-            )
-    tmp.replace(path)
-    return path
-
-
-@dataclass
-class SweepStatus:
-    """Counts that decide whether work remains.
-
-    Attributes:
-        expected: grid cells, or the trial budget of a search.
-        done: cells with a COMPLETE trial (grid), or finished trials not being retried (search).
-        waiting, running: trials in those states.
-        budget_left: search trials still to be created.
-    """
-
-    expected: int
-    done: int
-    waiting: int
-    running: int
-    budget_left: int
-
-    @property
-    def work_left(self) -> bool:
-        return self.waiting > 0 or self.budget_left > 0
-
-    @property
-    def finished(self) -> bool:
-        return not self.work_left and self.running == 0
-
-
-def sweep_status(study: optuna.Study, resolved: ResolvedSweep) -> SweepStatus:
-    trials = study.get_trials(deepcopy=False)
-    waiting = sum(t.state == TrialState.WAITING for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    if resolved.spec.method == "grid":
-        cells = {c.key for c in resolved.cells()}
-        complete = {
-            (t.user_attrs.get("arm"), t.user_attrs.get("seed")) for t in trials if t.state == TrialState.COMPLETE
-        }
-        return SweepStatus(len(cells), len(cells & complete), waiting, running, 0)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    originals = [t for t in trials if "failed_trial" not in t.system_attrs]
-    done = sum(t.state.is_finished() and t.number not in retried for t in trials)
-    budget = resolved.spec.trials or 0
-    return SweepStatus(budget, done, waiting, running, max(0, budget - len(originals)))
-
-
 # --------------------------------------------------------------------------- worker
 @dataclass
 class WorkerContext:
@@ -540,18 +244,23 @@ class WorkerContext:
     storage: BaseStorage
     resolved: ResolvedSweep
     target: StorageTarget
-    sweep_dir: Path
+    folder: SweepFolder
     train_fn: TrainFn
     provenance: list[str] = field(default_factory=list)
+    resumable: bool = False  # keep a last.ckpt per epoch so a preempted trial can resume (Slurm tasks)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.folder.root
 
 
 def _claim_waiting(study: optuna.Study, storage: BaseStorage) -> optuna.Trial | None:
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = _trial_id(storage, study, frozen.number)
+        tid = trial_id(storage, study, frozen.number)
         try:
             # Succeeds for exactly one process per trial (journal replay / SQL row update).
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, trial_id)
+            if storage.set_trial_state_values(tid, state=TrialState.RUNNING):
+                return optuna.Trial(study, tid)
         except UpdateFinishedTrialError:
             continue
     return None
@@ -564,7 +273,7 @@ def claim_next_trial(ctx: WorkerContext) -> optuna.Trial | None:
     status = sweep_status(ctx.study, ctx.resolved)
     if not status.work_left:
         return None
-    with _quiet_experimental():
+    with quiet_experimental():
         return ctx.study.ask()  # pops a re-queued trial first, else samples a new one
 
 
@@ -588,6 +297,18 @@ def _trial_setup(ctx: WorkerContext, trial: optuna.Trial) -> tuple[str, int, dic
     return SEARCH_ARM, seed, settings
 
 
+def _run_dir_and_resume(ctx: WorkerContext, trial: optuna.Trial, arm: str, seed: int) -> tuple[Path, Path | None]:
+    """A re-queued preempted trial continues its predecessor's run folder from its saved checkpoint."""
+    resume = trial.user_attrs.get(RESUME_ATTR)
+    inherited = trial.user_attrs.get("run_dir")
+    if resume and inherited and accepts(ctx.train_fn, "resume_from"):
+        checkpoint = ctx.folder.root / resume
+        if checkpoint.is_file():
+            return ctx.folder.root / inherited, checkpoint
+        logger.warning("trial %d: checkpoint %s is gone; the trial starts over", trial.number, checkpoint)
+    return ctx.folder.trial_run_dir(trial.number, arm, seed), None
+
+
 def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialState, float | None]:
     """Run ``train_fn`` for the trial; the state to report and the objective value."""
     spec = ctx.resolved.spec
@@ -596,23 +317,31 @@ def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialStat
     try:
         arm, seed, settings = _trial_setup(ctx, trial)
         config = ctx.resolved.config_for(settings, seed)
-        run_dir = ctx.sweep_dir / RUNS_DIR / f"{trial.number:04d}-{safe_name(arm, 60)}-s{seed}"
-        trial.set_user_attr("run_dir", str(run_dir.relative_to(ctx.sweep_dir)))
+        run_dir, resume_from = _run_dir_and_resume(ctx, trial, arm, seed)
+        trial.set_user_attr("run_dir", ctx.folder.relative(run_dir))
         trial.set_user_attr("host", socket.gethostname())
         tracker = make_tracker(
             config.tracking,
             group=spec.name,
             job_type="sweep",
             tags=[f"sweep:{spec.name}", f"arm:{arm}", f"seed:{seed}", *ctx.provenance],
-            wandb_dir=ctx.sweep_dir,
+            wandb_dir=ctx.folder.wandb_dir,
         )
         callbacks = []
         if spec.method != "grid" and spec.pruner.type != "none":
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=spec.prune_metric))
-        logger.info("trial %d: arm %s seed %d -> %s", trial.number, arm, seed, run_dir)
-        extra = {"progress": False} if _accepts(ctx.train_fn, "progress") else {}  # no bars in worker logs
+        extra: dict[str, Any] = {"progress": False} if accepts(ctx.train_fn, "progress") else {}  # no bars in logs
+        if accepts(ctx.train_fn, "resume_from") and (ctx.resumable or resume_from is not None):
+            # A Lightning train function: it keeps a checkpoint to resume from after a preemption.
+            resume_best = resume_from.with_name(preemption.BEST_CHECKPOINT) if resume_from else None
+            callbacks += preemption.progress_callbacks(trial, resume_best)
+            extra["resume_from"] = resume_from
+        logger.info(
+            "trial %d: arm %s seed %d -> %s%s", trial.number, arm, seed, run_dir,
+            f" (resuming from {resume_from})" if resume_from else "",
+        )  # fmt: skip
         result = ctx.train_fn(config, run_dir=run_dir, tracker=tracker, callbacks=callbacks, **extra)
         metrics = dict(getattr(result, "metrics", {}) or {})
         if spec.metric.name not in metrics:
@@ -624,6 +353,8 @@ def _train_and_score(ctx: WorkerContext, trial: optuna.Trial) -> tuple[TrialStat
         if not math.isfinite(value):
             raise SweepError(f"the sweep metric '{spec.metric.name}' is {value} (e.g. a split without events)")
         state = TrialState.COMPLETE
+        if resume_from is not None:  # the run folder is complete: its resume checkpoints are done with
+            shutil.rmtree(resume_from.parent, ignore_errors=True)
         return state, value
     except optuna.TrialPruned as exc:
         state = TrialState.PRUNED
@@ -643,24 +374,23 @@ def run_trial(ctx: WorkerContext, trial: optuna.Trial) -> TrialState:
 
     The heartbeat runs until the result is stored, so the trial never looks dead
     between the end of training and ``tell``. ``KeyboardInterrupt`` / ``SystemExit``
-    (SIGTERM) fail the trial, re-queue it and propagate.
+    (SIGTERM) fail the trial, re-queue it and propagate; a trial already re-queued by
+    the preemption handler (with its checkpoint) is left as that handler marked it.
     """
     spec = ctx.resolved.spec
     study = ctx.study
-    trial_id = _trial_id(ctx.storage, study, trial.number)
+    tid = trial_id(ctx.storage, study, trial.number)
     started = time.perf_counter()
-    trial.set_user_attr(
-        WORKER_ATTR,
-        {"host": socket.gethostname(), "pid": os.getpid(), "token": process_token(os.getpid()), "trial": trial.number},
-    )
-    with _Heartbeat(ctx.storage, ctx.target, trial_id, trial.number, spec.heartbeat_interval):
+    trial.set_user_attr(WORKER_ATTR, worker_identity(trial.number))
+    with Heartbeat(ctx.storage, ctx.target, tid, trial.number, spec.heartbeat_interval), preemption.active_trial(
+        study, ctx.storage, ctx.folder, trial.number, spec.max_retry
+    ) as active:
         try:
             state, value = _train_and_score(ctx, trial)
-        except (KeyboardInterrupt, SystemExit):
-            trial.set_user_attr("failure", "worker interrupted")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            with _quiet_experimental():
-                retry_callback(spec.max_retry)(study, ctx.storage.get_trial(trial_id))
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not active.requeued:
+                fail_and_requeue(study, ctx.storage, trial.number, "worker interrupted", spec.max_retry)
+                logger.warning("trial %d: worker interrupted (%r); failed and re-queued", trial.number, exc)
             raise
         frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     if frozen.state != state:
@@ -681,6 +411,9 @@ def run_worker(
     train_fn: str | TrainFn | None = None,
     worker_index: int = 0,
     max_trials: int | None = None,
+    wait_for_running: bool = False,
+    attempt: int = 0,
+    resumable: bool = False,
 ) -> int:
     """Run trials of an existing sweep study until nothing is left to claim.
 
@@ -689,27 +422,36 @@ def run_worker(
         study_name: the sweep name.
         sweep_dir: this machine's sweep folder (run folders go to ``<sweep_dir>/runs``).
         train_fn: ``"module:function"``, a callable, or None for ``hcc_exp.training.train:train``.
-        worker_index: offsets the sampler seed so parallel workers sample differently.
+        worker_index: with ``attempt``, seeds this worker's sampler (:func:`worker_sampler_seed`).
         max_trials: stop after this many trials (None: until the queue is empty).
+        wait_for_running: when nothing is waiting but other workers still run trials,
+            wait (recovering dead workers' trials) instead of stopping: a Slurm array task
+            has no supervisor to start a worker for a trial re-queued later.
+        attempt: how often this worker was restarted (Slurm requeue count).
+        resumable: write a checkpoint every epoch so that a preempted trial resumes (Slurm).
 
     Returns:
         The number of trials this worker ran.
     """
-    study, storage, resolved = load_study(target, study_name, worker_index=worker_index)
+    study, storage, resolved = load_study(target, study_name, worker_index=worker_index, attempt=attempt)
     ctx = WorkerContext(
         study=study,
         storage=storage,
         resolved=resolved,
         target=target,
-        sweep_dir=Path(sweep_dir),
+        folder=SweepFolder(Path(sweep_dir)),
         train_fn=import_train_fn(train_fn),
         provenance=provenance_tags(Path.cwd()),
+        resumable=resumable,
     )
     ran = 0
     while max_trials is None or ran < max_trials:
         recover_stale_trials(study, storage, target, resolved.spec)
         trial = claim_next_trial(ctx)
         if trial is None:
+            if wait_for_running and sweep_status(study, resolved).running > 0:
+                time.sleep(min(5.0, float(resolved.spec.heartbeat_interval)))
+                continue
             break
         run_trial(ctx, trial)
         ran += 1

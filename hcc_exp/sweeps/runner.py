@@ -1,15 +1,12 @@
 """Run a sweep: validate the YAML, prepare the study, supervise worker processes, write trials.csv.
 
-Sweep folder (``<runs root>/<sweep name>/``, runs root = ``tracking.runs_dir`` of the base config)::
+The sweep folder's layout is :mod:`hcc_exp.sweeps.folder`; Slurm submission is
+:mod:`hcc_exp.sweeps.slurm`, GPU placement :mod:`hcc_exp.sweeps.placement`.
 
-    sweep.yaml           the resolved spec (base path absolute, overrides merged)
-    base_params.yaml     the base config the trials started from
-    optuna.journal       the study (default journal storage; absent with PostgreSQL)
-    optuna.journal.heartbeats/   per-trial heartbeat files of running trials
-    runs/<number>-<arm>-s<seed>/ one run folder per trial (docs/ARCHITECTURE.md)
-    logs/worker-<i>.log  worker output
-    wandb/               offline W&B runs, group = sweep name
-    trials.csv           number, arm, seed, state, value, run_dir, duration_s, ...
+The supervisor handles SIGTERM (``timeout``, a scheduler) like Ctrl-C: it stops its
+workers, whose running trials are failed and re-queued, so a re-run retries them.
+Workers also die with the supervisor when it is killed outright
+(:func:`hcc_exp.sweeps.liveness.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -17,149 +14,49 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import optuna
-import yaml
 from optuna.storages import BaseStorage
 
 from hcc_exp.errors import ConfigError, SweepError
+from hcc_exp.sweeps.folder import SweepFolder, journal_enqueue_lock
+from hcc_exp.sweeps.liveness import recover_stale_trials
 from hcc_exp.sweeps.optuna_backend import (
-    RUNS_DIR,
-    TRIALS_CSV,
     TrainFn,
-    TrialRecord,
     create_or_load_study,
     enqueue_missing,
     import_train_fn,
     load_study,
     make_pruner,
-    recover_stale_trials,
     run_worker,
-    sweep_status,
     train_fn_path,
+)
+from hcc_exp.sweeps.placement import DevicePool, visible_gpus
+from hcc_exp.sweeps.spec import ResolvedSweep, load_sweep_spec
+from hcc_exp.sweeps.status import (
+    SweepStatusReport,
+    SweepSummary,
+    cell_states,
+    sweep_status,
     trial_records,
     write_trials_csv,
 )
-from hcc_exp.sweeps.spec import ResolvedSweep, load_sweep_spec
 from hcc_exp.sweeps.storage import StorageTarget, open_storage, resolve_storage
-from hcc_exp.sweeps.worker import STORAGE_ENV
+from hcc_exp.sweeps.worker import PARENT_ENV, STORAGE_ENV
 
 logger = logging.getLogger(__name__)
 
-SWEEP_YAML = "sweep.yaml"
-BASE_PARAMS = "base_params.yaml"
-LOGS_DIR = "logs"
 POLL_S = 0.5
-
-
-# --------------------------------------------------------------------------- summary
-@dataclass
-class SweepSummary:
-    """Outcome of :func:`run_sweep`.
-
-    Attributes:
-        name: sweep name.
-        sweep_dir: the sweep folder.
-        backend: ``optuna`` or ``wandb``.
-        method: grid / random / bayes.
-        metric, goal: the objective.
-        storage: where the study lives (password masked).
-        expected: grid cells (arm x seed) or the trial budget.
-        finished: cells COMPLETE (grid) or trials finished and not being retried (search).
-        trials: every trial of the study (all machines), oldest first.
-        cells: (arm, seed) of a grid, in spec order.
-        trials_csv: the written ``trials.csv`` (None for the W&B backend).
-        wandb_sweep_id: the W&B sweep id (W&B backend only).
-    """
-
-    name: str
-    sweep_dir: Path
-    backend: str
-    method: str
-    metric: str
-    goal: str
-    storage: str
-    expected: int
-    trials: list[TrialRecord] = field(default_factory=list)
-    cells: list[tuple[str, int]] = field(default_factory=list)
-    finished: int = 0
-    trials_csv: Path | None = None
-    wandb_sweep_id: str | None = None
-
-    @property
-    def state_counts(self) -> dict[str, int]:
-        return dict(Counter(t.state for t in self.trials))
-
-    @property
-    def missing(self) -> list[tuple[str, int]]:
-        """Grid cells without a COMPLETE trial."""
-        done = {(t.arm, t.seed) for t in self.trials if t.state == "COMPLETE"}
-        return [c for c in self.cells if c not in done]
-
-    @property
-    def complete(self) -> bool:
-        """Every arm x seed COMPLETE (grid), or the whole trial budget finished (search)."""
-        if self.backend != "optuna":
-            return True
-        if self.method == "grid":
-            return not self.missing
-        return self.finished >= self.expected
-
-    @property
-    def best(self) -> TrialRecord | None:
-        scored = [t for t in self.trials if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
-        if not scored:
-            return None
-        pick = max if self.goal == "maximize" else min
-        return pick(scored, key=lambda t: t.value)
-
-    def to_rich_table(self) -> Any:
-        """A Rich table: one row per arm (grid) or the best trials (search)."""
-        from rich.table import Table
-
-        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(self.state_counts.items()))
-        table = Table(
-            title=f"Sweep {self.name} ({self.backend}, {self.method}) - {counts or 'no trials'}",
-            caption=f"{self.sweep_dir}  storage: {self.storage}",
-        )
-        complete = [t for t in self.trials if t.state == "COMPLETE" and t.value is not None]
-        if self.method == "grid":
-            for column in ("arm", "seeds complete", f"{self.metric} mean", "min", "max"):
-                table.add_column(column)
-            arms = list(dict.fromkeys(arm for arm, _ in self.cells))
-            for arm in arms:
-                values = [t.value for t in complete if t.arm == arm]
-                seeds = sum(1 for c in self.cells if c[0] == arm)
-                row = [arm, f"{len(values)}/{seeds}"]
-                row += (
-                    [f"{sum(values) / len(values):.4f}", f"{min(values):.4f}", f"{max(values):.4f}"]
-                    if values
-                    else ["-", "-", "-"]
-                )
-                table.add_row(*row)
-        else:
-            for column in ("trial", "state", self.metric, "params"):
-                table.add_column(column)
-            ranked = sorted(complete, key=lambda t: t.value, reverse=self.goal == "maximize")[:10]
-            for t in ranked:
-                params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-                table.add_row(str(t.number), t.state, f"{t.value:.4f}", params)
-        return table
-
-    def __str__(self) -> str:
-        states = ", ".join(f"{k}={v}" for k, v in sorted(self.state_counts.items()))
-        return f"sweep {self.name}: {states}; complete={self.complete}; folder {self.sweep_dir}"
+__all__ = ["SweepSummary", "prepare_sweep", "run_sweep", "worker_command"]
 
 
 # --------------------------------------------------------------------------- preparation
@@ -168,28 +65,35 @@ class PreparedSweep:
     """A sweep whose study exists, whose folder is written and whose grid cells are queued."""
 
     resolved: ResolvedSweep
-    sweep_dir: Path
+    folder: SweepFolder
     target: StorageTarget
     study: optuna.Study
     storage: BaseStorage
     enqueued: list[tuple[str, int]]
 
+    @property
+    def sweep_dir(self) -> Path:
+        return self.folder.root
+
 
 def sweep_dir_for(resolved: ResolvedSweep, runs_root: Path | None = None) -> Path:
     """``<runs root>/<sweep name>``; the runs root defaults to the base config's ``tracking.runs_dir``."""
-    root = Path(runs_root) if runs_root is not None else resolved.config_for({}, None).tracking.runs_dir
-    return root / resolved.spec.name
+    return SweepFolder.for_sweep(resolved, runs_root).root
 
 
-def _write_sweep_folder(resolved: ResolvedSweep, sweep_dir: Path) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / RUNS_DIR).mkdir(exist_ok=True)
-    spec = resolved.spec
-    if resolved.base_path is not None:
-        spec = spec.model_copy(update={"base": str(resolved.base_path)})
-    header = f"# Resolved copy of {resolved.source} (overrides merged); written by hcc-exp sweep.\n"
-    (sweep_dir / SWEEP_YAML).write_text(header + spec.to_yaml(), encoding="utf-8")
-    (sweep_dir / BASE_PARAMS).write_text(yaml.safe_dump(resolved.base_config, sort_keys=False), encoding="utf-8")
+def resolve_join(join: str, sweep_dir: Path) -> StorageTarget:
+    """The storage of ``--join``: a database URL or an existing journal file, checked before anything is written.
+
+    Raises:
+        SweepError: an unsupported URL, or a path that is not an existing journal file.
+    """
+    target = resolve_storage(join, sweep_dir)
+    if target.kind == "journal" and not target.journal_path.is_file():
+        raise SweepError(
+            f"--join {join!r}: not a storage URL (postgresql://user:pass@host/db) and no journal file "
+            f"exists at {target.journal_path}; nothing was written"
+        )
+    return target
 
 
 def prepare_sweep(
@@ -200,10 +104,11 @@ def prepare_sweep(
     join: str | None = None,
     seeds: list[int] | None = None,
     name: str | None = None,
+    resolved: ResolvedSweep | None = None,
 ) -> PreparedSweep:
     """Validate the YAML, open or create the study, re-queue dead trials and enqueue missing cells.
 
-    Nothing is created when the YAML is invalid.
+    Nothing is created when the YAML (or the ``join`` storage) is invalid.
 
     Args:
         spec_path: the sweep YAML.
@@ -212,19 +117,21 @@ def prepare_sweep(
         join: storage URL (or journal path) of a study started elsewhere; the study's
             own spec is then used and nothing is enqueued.
         seeds, name: replace the spec's seeds / name (``--seeds``, ``--name``).
+        resolved: the already loaded spec (skips reading ``spec_path`` again).
 
     Raises:
         ConfigError: invalid YAML, unknown keys, wrong types.
         SweepError: storage problems, a same-named study with another spec, a missing study to join.
     """
-    resolved = load_sweep_spec(spec_path, overrides, seeds=seeds, name=name)
+    if resolved is None:
+        resolved = load_sweep_spec(spec_path, overrides, seeds=seeds, name=name)
     spec = resolved.spec
     if spec.backend != "optuna":
         raise SweepError(f"sweep '{spec.name}' uses backend: {spec.backend}; only Optuna sweeps have a study")
     make_pruner(spec, resolved.config_for({}, None).trainer.max_epochs)  # bad pruner options: refuse before writing
-    sweep_dir = sweep_dir_for(resolved, runs_root)
-    target = resolve_storage(join if join is not None else spec.storage, sweep_dir)
+    folder = SweepFolder.for_sweep(resolved, runs_root)
     if join is not None:
+        target = resolve_join(join, folder.root)
         study, storage, stored = load_study(target, spec.name)
         if stored.fingerprint() != resolved.fingerprint():
             logger.warning(
@@ -233,18 +140,19 @@ def prepare_sweep(
                 spec_path,
             )
         resolved = stored
-        _write_sweep_folder(resolved, sweep_dir)
+        folder.write_resolved(resolved)
         recover_stale_trials(study, storage, target, resolved.spec)
-        return PreparedSweep(resolved, sweep_dir, target, study, storage, [])
+        return PreparedSweep(resolved, folder, target, study, storage, [])
+    target = resolve_storage(spec.storage, folder.root)
     storage = open_storage(
         target, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period, max_retry=spec.max_retry
     )
     with _enqueue_lock(target):
         study = create_or_load_study(resolved, storage)
-        _write_sweep_folder(resolved, sweep_dir)
+        folder.write_resolved(resolved)
         recover_stale_trials(study, storage, target, spec)
         enqueued = enqueue_missing(study, resolved)
-    return PreparedSweep(resolved, sweep_dir, target, study, storage, enqueued)
+    return PreparedSweep(resolved, folder, target, study, storage, enqueued)
 
 
 @contextlib.contextmanager
@@ -256,8 +164,7 @@ def _enqueue_lock(target: StorageTarget) -> Iterator[None]:
     if target.kind != "journal":
         yield
         return
-    # Not "<journal>.lock": JournalFileSymlinkLock uses that name.
-    with open(target.url + ".enqueue.lock", "a") as handle:
+    with open(journal_enqueue_lock(target.url), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -267,9 +174,13 @@ def _enqueue_lock(target: StorageTarget) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- workers
 def worker_command(
-    prepared: PreparedSweep, train_fn: str, worker_index: int, *, workers: int = 1
+    prepared: PreparedSweep, train_fn: str, worker_index: int, *, workers: int = 1, device: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of one worker process (the storage travels in the environment)."""
+    """argv and environment of one worker process (the storage travels in the environment).
+
+    ``device``: the worker's ``CUDA_VISIBLE_DEVICES`` (one GPU id), None to leave it as it is.
+    The worker dies with this process (``$HCC_EXP_SWEEP_PARENT``).
+    """
     argv = [
         sys.executable,
         "-m",
@@ -285,8 +196,11 @@ def worker_command(
     ]
     env = dict(os.environ)
     env[STORAGE_ENV] = prepared.target.url
+    env[PARENT_ENV] = str(os.getpid())
     cwd = os.getcwd()
     env["PYTHONPATH"] = os.pathsep.join([cwd, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
     # Share the CPUs between workers unless the user chose a thread count.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
     return argv, env
@@ -298,6 +212,7 @@ class _Worker:
     process: subprocess.Popen
     log: IO[bytes]
     log_path: Path
+    device: str | None = None
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
@@ -322,25 +237,49 @@ def _stop_workers(workers: list[_Worker], timeout_s: float = 15.0) -> None:
         worker.log.close()
 
 
-def _supervise(prepared: PreparedSweep, *, workers: int, train_fn: str, progress: bool) -> None:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` in the supervisor, so it unwinds (and stops its workers) like Ctrl-C."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress_bar(progress: bool) -> Any:
+    if not progress:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )  # fmt: skip
+
+
+def _supervise(
+    prepared: PreparedSweep, *, workers: int, train_fn: str, progress: bool, devices: DevicePool | None = None
+) -> None:
     """Keep up to ``workers`` worker processes busy until no trial is waiting or running."""
-    logs = prepared.sweep_dir / LOGS_DIR
-    logs.mkdir(parents=True, exist_ok=True)
+    folder = prepared.folder
+    folder.logs_dir.mkdir(parents=True, exist_ok=True)
     spec = prepared.resolved.spec
     alive: list[_Worker] = []
     crashes: list[str] = []
     max_crashes = 2 * workers + 2
     next_index = 0
-    progress_bar = None
+    progress_bar = _progress_bar(progress)
     task = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress_bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-        )
-    with progress_bar if progress_bar is not None else contextlib.nullcontext():
+    with _sigterm_as_interrupt(), progress_bar if progress_bar is not None else contextlib.nullcontext():
         try:
             while True:
                 for worker in list(alive):
@@ -354,7 +293,7 @@ def _supervise(prepared: PreparedSweep, *, workers: int, train_fn: str, progress
                 if len(crashes) > max_crashes:
                     raise SweepError(
                         f"sweep '{spec.name}': worker processes keep failing ({len(crashes)} exits); "
-                        f"logs in {logs}. Last:\n{crashes[-1]}"
+                        f"logs in {folder.logs_dir}. Last:\n{crashes[-1]}"
                     )
                 recover_stale_trials(prepared.study, prepared.storage, prepared.target, spec)
                 status = sweep_status(prepared.study, prepared.resolved)
@@ -365,11 +304,12 @@ def _supervise(prepared: PreparedSweep, *, workers: int, train_fn: str, progress
                     progress_bar.update(task, completed=status.done, info=info)
                 wanted = min(workers, status.waiting + status.budget_left + len(alive)) if status.work_left else 0
                 for _ in range(max(0, wanted - len(alive))):
-                    argv, env = worker_command(prepared, train_fn, next_index, workers=workers)
-                    log_path = logs / f"worker-{next_index}.log"
+                    device = devices.acquire([w.device for w in alive]) if devices is not None else None
+                    argv, env = worker_command(prepared, train_fn, next_index, workers=workers, device=device)
+                    log_path = folder.worker_log(next_index)
                     handle = log_path.open("ab")
                     process = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
-                    alive.append(_Worker(next_index, process, handle, log_path))
+                    alive.append(_Worker(next_index, process, handle, log_path, device))
                     next_index += 1
                 if not alive and not status.work_left and status.running == 0:
                     break
@@ -384,7 +324,7 @@ def _summary(prepared: PreparedSweep) -> SweepSummary:
     resolved = prepared.resolved
     spec = resolved.spec
     records = trial_records(prepared.study)
-    csv_path = write_trials_csv(records, prepared.sweep_dir / TRIALS_CSV)
+    csv_path = write_trials_csv(records, prepared.folder)
     status = sweep_status(prepared.study, resolved)
     return SweepSummary(
         name=spec.name,
@@ -413,6 +353,7 @@ def run_sweep(
     runs_root: Path | None = None,
     seeds: list[int] | None = None,
     name: str | None = None,
+    trials_per_gpu: int = 1,
 ) -> SweepSummary:
     """Run (or resume) the sweep described by ``spec_path``.
 
@@ -426,6 +367,7 @@ def run_sweep(
         runs_root: parent of the sweep folder (default: the base config's ``tracking.runs_dir``).
         seeds: replace the spec's seeds (``--seeds 0``: one seed per arm for a quick run).
         name: replace the spec's name, i.e. the study and ``runs/<name>`` (``--name``).
+        trials_per_gpu: on a machine with GPUs, workers per GPU (each worker sees one GPU).
 
     Returns:
         The summary of every trial in the study; ``trials.csv`` is written in the sweep folder.
@@ -458,34 +400,55 @@ def run_sweep(
         )
     fn_path = train_fn_path(train_fn) if workers > 0 else None
     fn = import_train_fn(train_fn) if workers == 0 else None
-    prepared = prepare_sweep(spec_path, overrides=overrides, runs_root=runs_root, join=join, seeds=seeds, name=name)
+    devices = DevicePool.for_workers(visible_gpus(), workers, trials_per_gpu) if workers > 0 else None
+    prepared = prepare_sweep(spec_path, runs_root=runs_root, join=join, resolved=resolved)
     try:
         if workers == 0:
-            run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)
+            with _sigterm_as_interrupt():  # the trial running in this process is re-queued on SIGTERM
+                run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)
         else:
             assert fn_path is not None
-            _supervise(prepared, workers=workers, train_fn=fn_path, progress=progress)
+            _supervise(prepared, workers=workers, train_fn=fn_path, progress=progress, devices=devices)
     except BaseException:
         # Interrupted or failed: still leave an up-to-date trials.csv behind.
         with contextlib.suppress(Exception):
-            write_trials_csv(trial_records(prepared.study), prepared.sweep_dir / TRIALS_CSV)
+            write_trials_csv(trial_records(prepared.study), prepared.folder)
         raise
     return _summary(prepared)
 
 
-def _sweep_folder(sweep: Path) -> Path:
+def sweep_launcher(spec_path: Path | str, launcher: str | None) -> str:
+    """``local`` or ``slurm``: the ``--launcher`` option, else the YAML's ``launcher.type``.
+
+    Raises:
+        SweepError: an unknown launcher name.
+        ConfigError: the YAML is invalid (when it has to be read).
+    """
+    if launcher is None:
+        return load_sweep_spec(spec_path).spec.launcher.type
+    if launcher not in {"local", "slurm"}:
+        raise SweepError(f"--launcher {launcher!r}: expected local or slurm")
+    return launcher
+
+
+def find_sweep_folder(sweep: Path) -> SweepFolder:
+    """The sweep folder of ``sweep``: the folder itself, or the folder of a sweep YAML.
+
+    Raises:
+        SweepError: neither a folder nor a valid sweep YAML, or the sweep has not run yet.
+    """
     sweep = Path(sweep)
     if sweep.is_dir():
-        return sweep
+        return SweepFolder(sweep)
     if sweep.is_file():
         try:
             resolved = load_sweep_spec(sweep)
         except ConfigError as exc:
             raise SweepError(f"{sweep}: not a sweep folder, and not a valid sweep YAML: {exc}") from exc
-        folder = sweep_dir_for(resolved)
-        if folder.is_dir():
+        folder = SweepFolder.for_sweep(resolved)
+        if folder.root.is_dir():
             return folder
-        raise SweepError(f"sweep '{resolved.spec.name}' has no folder at {folder} yet (run it first)")
+        raise SweepError(f"sweep '{resolved.spec.name}' has no folder at {folder.root} yet (run it first)")
     raise SweepError(f"{sweep} is neither a sweep folder nor a sweep YAML")
 
 
@@ -495,15 +458,31 @@ def sweep_storage(sweep: Path) -> tuple[StorageTarget, BaseStorage]:
     Raises:
         SweepError: not a sweep folder, or its journal file is missing.
     """
-    folder = _sweep_folder(sweep)
-    spec_file = folder / SWEEP_YAML
-    if not spec_file.is_file():
-        raise SweepError(f"{folder} has no {SWEEP_YAML}: not a sweep folder")
-    raw = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
-    target = resolve_storage(raw.get("storage"), folder)
+    folder = find_sweep_folder(sweep)
+    spec = folder.read_spec()
+    target = resolve_storage(spec.storage, folder.root)
     if target.kind == "journal" and not target.journal_path.is_file():
-        raise SweepError(f"sweep folder {folder} has no study journal at {target.journal_path}")
+        raise SweepError(f"sweep folder {folder.root} has no study journal at {target.journal_path}")
     return target, open_storage(target)
+
+
+def sweep_status_report(sweep: Path) -> SweepStatusReport:
+    """Per arm and seed: state, where it runs, retries, value, duration; Slurm task states if launched there.
+
+    Raises:
+        SweepError: not a sweep folder, its storage is missing, or the study is not there.
+    """
+    folder = find_sweep_folder(sweep)
+    target, storage = sweep_storage(folder.root)
+    name = folder.read_spec().name
+    study, _, resolved = load_study(target, name)
+    launches = folder.read_launches()
+    states: dict[str, str] = {}
+    if launches:
+        from hcc_exp.sweeps.slurm import job_states
+
+        states = job_states([str(launch["job_id"]) for launch in launches if launch.get("job_id")])
+    return SweepStatusReport(name, folder.root, target.display, cell_states(study, resolved, states), launches, states)
 
 
 def open_dashboard(sweep: Path, *, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -524,4 +503,4 @@ def sync_sweep(sweep: Path) -> list[Path]:
     """Upload the sweep's offline W&B runs (``wandb sync``); see :func:`hcc_exp.tracking.sync_offline_runs`."""
     from hcc_exp.tracking import sync_offline_runs
 
-    return sync_offline_runs(_sweep_folder(sweep))
+    return sync_offline_runs(find_sweep_folder(sweep).root)

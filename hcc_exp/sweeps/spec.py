@@ -18,6 +18,7 @@
     pruner: median                       # none | median | hyperband, or {type: median, n_startup_trials: 5}
     prune_metric: val/os_c_index         # Lightning validation metric the pruner watches
     storage: null                        # null = <sweep folder>/optuna.journal; or postgresql://...
+    launcher: {type: slurm, array: 4}    # local (default) | slurm; see hcc_exp.sweeps.launcher
 
 Every parameter and arm key must be a config key (:func:`hcc_exp.config.valid_keys`),
 and every arm (and the bounds of every searched parameter) must build a valid
@@ -37,49 +38,20 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from hcc_exp.config import ExperimentConfig, build_config, read_yaml, valid_keys
 from hcc_exp.errors import ConfigError
+from hcc_exp.sweeps.launcher import LauncherSpec
+from hcc_exp.sweeps.parameters import OPTUNA_DISTRIBUTIONS, ParameterSpec, StrictModel
 
 Method = Literal["grid", "random", "bayes"]
 Goal = Literal["maximize", "minimize"]
-Distribution = Literal[
-    "constant",
-    "categorical",
-    "int_uniform",
-    "uniform",
-    "q_uniform",
-    "log_uniform",
-    "log_uniform_values",
-    "q_log_uniform",
-    "q_log_uniform_values",
-    "inv_log_uniform",
-    "inv_log_uniform_values",
-    "normal",
-    "q_normal",
-    "log_normal",
-    "q_log_normal",
-    "beta",
-    "q_beta",
-]
-OPTUNA_DISTRIBUTIONS: tuple[str, ...] = (
-    "constant",
-    "categorical",
-    "int_uniform",
-    "uniform",
-    "q_uniform",
-    "log_uniform_values",
-)
-"""Distributions the Optuna backend maps exactly (the others exist only on W&B's server)."""
-
 PRUNERS: tuple[str, ...] = ("none", "median", "hyperband")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SEARCH_ARM = "search"
@@ -100,112 +72,21 @@ FINGERPRINT_FIELDS: tuple[str, ...] = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class MetricSpec(_Strict):
+class MetricSpec(StrictModel):
     """The objective: a key of ``metrics.json`` (``TrainResult.metrics``) and its direction."""
 
     name: str = Field(min_length=1)
     goal: Goal = "maximize"
 
 
-class ParameterSpec(_Strict):
-    """One W&B sweep parameter: ``{values: [...]}``, ``{value: x}`` or ``{min, max[, distribution, q]}``."""
-
-    values: list[Any] | None = None
-    value: Any = None
-    distribution: Distribution | None = None
-    min: int | float | None = None
-    max: int | float | None = None
-    q: int | float | None = None
-    mu: float | None = None
-    sigma: float | None = None
-    a: float | None = None
-    b: float | None = None
-    probabilities: list[float] | None = None
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler: Any) -> dict[str, Any]:
-        # Only the fields written (``value: null`` is a real constant), so a dump validates again.
-        data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or (k == "value" and "value" in self.model_fields_set)}
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ParameterSpec:
-        forms = [
-            name
-            for name, given in (
-                ("values", self.values is not None),
-                ("value", "value" in self.model_fields_set),
-                ("min/max", self.min is not None or self.max is not None),
-            )
-            if given
-        ]
-        kind = self.kind
-        if kind in {"normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta"}:
-            return self  # W&B-only shapes (mu/sigma, a/b); the Optuna backend refuses them by name
-        if len(forms) != 1:
-            raise ValueError(f"give exactly one of values, value or min/max (got {forms or 'none'})")
-        if forms == ["values"] and not self.values:
-            raise ValueError("values must not be empty")
-        if forms == ["min/max"]:
-            if self.min is None or self.max is None:
-                raise ValueError("min and max must both be given")
-            if self.min >= self.max:
-                raise ValueError(f"min ({self.min}) must be below max ({self.max})")
-            if kind == "int_uniform" and not (isinstance(self.min, int) and isinstance(self.max, int)):
-                raise ValueError("int_uniform needs integer min and max")
-            if kind in {"log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"} and self.min <= 0:
-                raise ValueError(f"{kind} needs min > 0 (got {self.min})")
-            if kind.startswith("q_") and (self.q is None or self.q <= 0):
-                raise ValueError(f"{kind} needs q > 0")
-        if kind in {"categorical"} and self.values is None:
-            raise ValueError("categorical needs values")
-        if kind in {"constant"} and "value" not in self.model_fields_set:
-            raise ValueError("constant needs value")
-        if self.probabilities is not None and (self.values is None or len(self.probabilities) != len(self.values)):
-            raise ValueError("probabilities must have one entry per value")
-        return self
-
-    @property
-    def kind(self) -> str:
-        """The distribution, inferred as W&B does when not given."""
-        if self.distribution is not None:
-            return self.distribution
-        if self.values is not None:
-            return "categorical"
-        if "value" in self.model_fields_set:
-            return "constant"
-        if isinstance(self.min, int) and isinstance(self.max, int):
-            return "int_uniform"
-        return "uniform"
-
-    def grid_values(self) -> list[Any]:
-        """Values a grid enumerates (``values`` or the single ``value``)."""
-        if self.kind == "constant":
-            return [self.value]
-        if self.kind == "categorical":
-            return list(self.values or [])
-        raise ValueError(f"a grid needs values or value, not a {self.kind} distribution")
-
-    def probe_values(self) -> list[Any]:
-        """Values that must all build a valid config (every value, or both bounds)."""
-        if self.kind in {"constant", "categorical"}:
-            return self.grid_values()
-        probes = [self.min, self.max]
-        return [p for p in probes if p is not None]
-
-
-class ArmSpec(_Strict):
+class ArmSpec(StrictModel):
     """A named configuration of the ablation: ``set`` holds dotted config keys."""
 
     name: str = Field(pattern=NAME_PATTERN)
     settings: dict[str, Any] = Field(default_factory=dict, alias="set")
 
 
-class PrunerSpec(_Strict):
+class PrunerSpec(StrictModel):
     """Pruner and its keyword arguments (``optuna.pruners.MedianPruner`` / ``HyperbandPruner``)."""
 
     model_config = ConfigDict(extra="allow")
@@ -215,7 +96,7 @@ class PrunerSpec(_Strict):
         return dict(self.model_extra or {})
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A sweep file, validated (see the module docstring for the format)."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -237,6 +118,7 @@ class SweepSpec(_Strict):
     max_retry: int = Field(2, ge=0, description="retries of a trial whose worker died")
     sampler_seed: int | None = None
     project: str | None = Field(None, description="W&B project (default: tracking.wandb_project)")
+    launcher: LauncherSpec = Field(default_factory=LauncherSpec)
 
     @field_validator("pruner", mode="before")
     @classmethod
@@ -298,7 +180,10 @@ class SweepSpec(_Strict):
         return {key: dumped[key] for key in FINGERPRINT_FIELDS}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.base is None:
+            data["base"] = None  # null means "defaults", not the default params.yaml
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from hcc_exp.errors import SweepError
+from hcc_exp.sweeps.folder import SweepFolder, journal_heartbeat_dir
+from hcc_exp.sweeps.liveness import RetryCallback
 
-JOURNAL_FILE = "optuna.journal"
 NETWORK_FILESYSTEMS: frozenset[str] = frozenset(
     {
         "nfs",
@@ -77,7 +78,7 @@ class StorageTarget:
     @property
     def heartbeat_dir(self) -> Path:
         """Per-trial heartbeat files of a journal storage (next to the journal, so every machine sees them)."""
-        return Path(self.url + ".heartbeats")
+        return journal_heartbeat_dir(self.url)
 
 
 def _mask(url: str) -> str:
@@ -137,7 +138,7 @@ def resolve_storage(storage: str | None, sweep_dir: Path) -> StorageTarget:
         SweepError: an unsupported URL, or SQLite on a network file system.
     """
     if storage is None or not str(storage).strip():
-        path = (Path(sweep_dir) / JOURNAL_FILE).resolve()
+        path = SweepFolder(Path(sweep_dir)).journal.resolve()
         return StorageTarget("journal", str(path), str(path))
     url = os.path.expandvars(str(storage).strip())
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
@@ -208,8 +209,6 @@ def open_storage(
             raise SweepError(f"cannot open study storage {target.display}: {exc}") from exc
 
 
-def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
-    """Optuna's callback that re-queues a failed trial as WAITING (params and user attrs kept)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+def retry_callback(max_retry: int) -> RetryCallback:
+    """Re-queues a failed trial as WAITING (params and user attrs kept), see :class:`~hcc_exp.sweeps.liveness.RetryCallback`."""
+    return RetryCallback(max_retry)

@@ -4,6 +4,11 @@
 killed worker is a real process death that the others recover from). The storage
 comes from ``$HCC_EXP_SWEEP_STORAGE`` (a URL or a journal path), which keeps a
 database password out of the process list; ``--storage`` is accepted too.
+
+A worker started by a supervisor (``$HCC_EXP_SWEEP_PARENT`` = its pid) dies with it:
+Linux's parent-death signal plus a watchdog thread on the parent's pid
+(:func:`hcc_exp.sweeps.liveness.die_with_parent`); the SIGTERM this sends fails and
+re-queues the running trial like any other SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 from pathlib import Path
 
 STORAGE_ENV = "HCC_EXP_SWEEP_STORAGE"
+PARENT_ENV = "HCC_EXP_SWEEP_PARENT"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +41,13 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First of all: a supervisor killed while this process imports torch must not leave it behind.
+    signal.signal(signal.SIGTERM, _terminate)
+    parent = os.environ.get(PARENT_ENV)
+    if parent and parent.isdigit():
+        from hcc_exp.sweeps.liveness import die_with_parent
+
+        die_with_parent(int(parent))
     args = _parse(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -48,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     from hcc_exp.sweeps.storage import resolve_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    signal.signal(signal.SIGTERM, _terminate)
     storage = args.storage or os.environ.get(STORAGE_ENV)
     try:
         target = resolve_storage(storage, args.sweep_dir)

@@ -137,6 +137,7 @@ def train(
     group: str | None = None,
     job_type: str = "train",
     tags: list[str] | None = None,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     """Train the multi-task model described by ``config`` and write its run folder.
 
@@ -152,6 +153,8 @@ def train(
         cohort: an already opened cache (skips validation and preprocessing).
         progress: show Rich progress bars.
         group, job_type, tags: tracking metadata (a sweep passes its name and arm).
+        resume_from: a Lightning checkpoint of this run to continue from (epochs, optimizer and
+            callbacks resume where it stopped: a preempted sweep trial).
 
     Raises:
         OutputFolderError: ``run_dir`` is a file or cannot be written (before any work).
@@ -197,7 +200,7 @@ def train(
         )
         exit_code = 1
         try:
-            result = _fit_and_predict(config, cohort, stage, tracker, callbacks or [], progress)
+            result = _fit_and_predict(config, cohort, stage, tracker, callbacks or [], progress, resume_from)
             result.seconds = time.perf_counter() - started
             meta.update(
                 finished=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -264,6 +267,7 @@ def _fit_and_predict(
     tracker: Tracker,
     extra_callbacks: list[Callback],
     progress: bool,
+    resume_from: Path | None = None,
 ) -> TrainResult:
     datamodule = HccDataModule(cohort, config)
     module = MultiTaskModule.from_config(config)
@@ -305,7 +309,7 @@ def _fit_and_predict(
         reload_dataloaders_every_n_epochs=1,
         limit_train_batches=config.trainer.limit_train_batches,
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     if not checkpoint.best_model_path:
         raise RunFolderError(f"training for {run.root} produced no checkpoint (no validation epoch ran)")
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -18,6 +19,9 @@ import pandas as pd
 import yaml
 from sklearn.metrics import f1_score, roc_auc_score
 from sksurv.metrics import concordance_index_censored
+
+from hcc_exp.sweeps.folder import SweepFolder
+from hcc_exp.sweeps.spec import SweepSpec
 
 SPLITS = ("train", "internal", "external")
 NOISE_SD = {"full": 0.25, "no_jitter": 0.9, "no_venous": None}
@@ -120,9 +124,12 @@ def write_fake_sweep(
     cache_dir, labels = write_label_cache(root.parent / f"{root.name}-cache", n_patients)
     sweep = FakeSweep(root, cache_dir, labels)
     root.mkdir(parents=True)
-    (root / "sweep.yaml").write_text(
-        yaml.safe_dump({"name": root.name, "metric": "internal/os/c_index", "direction": "maximize"})
-    )
+    layout = SweepFolder(root)
+    spec = SweepSpec(
+        name=root.name, method="grid", metric={"name": "internal/os/c_index", "goal": "maximize"}, base=None,
+        arms=[{"name": arm} for arm in arms], seeds=sorted({s for seeds in arms.values() for s in seeds}),
+    )  # fmt: skip
+    layout.write_spec(spec, {}, source="tests/reporting/fake_sweep.py")
     trials = []
     number = 0
     time_os = labels["os_time_days"].to_numpy(float)
@@ -141,7 +148,7 @@ def write_fake_sweep(
                 }
             )
             metrics = run_metrics(predictions, labels)
-            run_dir = root / "runs" / str(number)
+            run_dir = layout.runs_dir / str(number)
             (run_dir / "evaluation").mkdir(parents=True)
             predictions.to_csv(run_dir / "predictions.csv", index=False)
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -173,7 +180,7 @@ def write_fake_sweep(
             number += 1
         for state, how_many in (("FAIL", failed.get(arm, 0)), ("PRUNED", pruned.get(arm, 0))):
             for k in range(how_many):
-                run_dir = root / "runs" / str(number)
+                run_dir = layout.runs_dir / str(number)
                 run_dir.mkdir(parents=True)
                 trials.append(
                     {
@@ -183,5 +190,5 @@ def write_fake_sweep(
                 )  # fmt: skip
                 number += 1
     sweep.trials = pd.DataFrame(trials)
-    sweep.trials.to_csv(root / "trials.csv", index=False)
+    layout.write_trials(SimpleNamespace(retry_of=None, error=None, params={}, **row) for row in trials)
     return sweep

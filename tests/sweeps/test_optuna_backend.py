@@ -16,8 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hcc_exp.errors import SweepError
-from hcc_exp.sweeps.optuna_backend import WORKER_ATTR, enqueue_missing, trial_records
+from hcc_exp.sweeps.optuna_backend import WORKER_ATTR, enqueue_missing
 from hcc_exp.sweeps.runner import prepare_sweep, run_sweep, sweep_storage, worker_command
+from hcc_exp.sweeps.status import trial_records
 from tests.sweeps.conftest import FAKE_TRAIN, write_spec
 from tests.sweeps.fake_train import objective_value
 from tests.tracking.conftest import wandb_offline_env  # noqa: F401 - fixture
@@ -232,8 +233,9 @@ def test_same_name_with_another_spec_is_refused(tmp_path: Path) -> None:
 
 def test_join_runs_an_existing_study_from_another_folder(tmp_path: Path, fake_env: Path) -> None:
     spec = write_spec(tmp_path / "s.yaml", name="shared")
-    with pytest.raises(SweepError, match="no study named 'shared'"):
+    with pytest.raises(SweepError, match="no journal file exists at .*elsewhere.journal; nothing was written"):
         run_sweep(spec, workers=0, join=str(tmp_path / "elsewhere.journal"), runs_root=tmp_path / "b", progress=False)
+    assert not (tmp_path / "elsewhere.journal").exists() and not (tmp_path / "b").exists()
     prepared = prepare_sweep(spec, runs_root=tmp_path / "a")  # machine A created and queued it
     summary = run_sweep(
         spec, workers=1, join=str(prepared.target.journal_path), train_fn=FAKE_TRAIN,

@@ -5,18 +5,11 @@ Skipped only where no PostgreSQL server binary is installed.
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,74 +19,11 @@ from hcc_exp.errors import SweepError
 from hcc_exp.sweeps.optuna_backend import WORKER_ATTR
 from hcc_exp.sweeps.runner import prepare_sweep, run_sweep, worker_command
 from hcc_exp.sweeps.storage import resolve_storage
-from tests.sweeps.conftest import FAKE_TRAIN, write_spec
+from tests.sweeps.conftest import FAKE_TRAIN, free_port, write_spec
 
 pytestmark = pytest.mark.postgres
 
 CELLS = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
-    """``postgresql://postgres@127.0.0.1:<port>`` of a throw-away server (trust auth, tmp data dir)."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binary (initdb) installed")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="hcc-pg-"))  # not under pytest's root-only tmp folder
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, log, port = root / "data", root / "server.log", _free_port()
-    subprocess.run(
-        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    started = subprocess.run(
-        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-         "-o", f"-p {port} -k {root} -c fsync=off -c listen_addresses=127.0.0.1", "start"],
-        capture_output=True,
-        text=True,
-    )
-    if started.returncode != 0:
-        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log.read_text() if log.exists() else ''}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def database(postgres_server: str) -> str:
-    """A fresh database on the server; returns its URL as a user would write it (no driver)."""
-    import psycopg
-
-    name = f"sweep_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{postgres_server}/{name}"
 
 
 def test_postgres_url_uses_psycopg3_and_masks_password() -> None:
@@ -151,7 +81,7 @@ def test_killed_worker_on_postgres_recovers_by_heartbeat(
 
 
 def test_unreachable_database_is_a_sweep_error(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     spec = write_spec(tmp_path / "s.yaml", storage=f"postgresql://postgres@127.0.0.1:{port}/none")
     with pytest.raises(SweepError, match=r"cannot open study storage postgresql\+psycopg://"):
         prepare_sweep(spec, runs_root=tmp_path / "runs")

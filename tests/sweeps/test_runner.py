@@ -55,3 +55,32 @@ def test_summary_table_per_arm(finished_sweep) -> None:
     assert "Sweep grid (optuna, grid) - complete 4" in text
     assert "2/2" in text and "0.8205" in text  # arm a: mean of 0.820 and 0.821
     assert summary.best is not None and summary.best.arm == "a" and summary.best.seed == 1
+
+
+def test_sweep_status_per_cell_after_a_failure_and_while_waiting(tmp_path: Path, fake_env: Path, monkeypatch) -> None:
+    import json
+
+    from hcc_exp.sweeps.runner import prepare_sweep, sweep_status_report
+    from tests.sweeps.test_cli_status import run_cli
+
+    spec = write_spec(tmp_path / "s.yaml", name="st")
+    prepare_sweep(spec, runs_root=tmp_path / "runs")
+    report = sweep_status_report(tmp_path / "runs" / "st")
+    assert [(c.arm, c.seed, c.state) for c in report.cells] == [
+        ("a", 0, "waiting"), ("a", 1, "waiting"), ("b", 0, "waiting"), ("b", 1, "waiting")
+    ]
+    monkeypatch.setenv("FAKE_TRAIN_FAIL_ARM", "2d")  # arm b fails
+    run_sweep(spec, workers=0, train_fn=FAKE_TRAIN, runs_root=tmp_path / "runs", progress=False)
+    monkeypatch.delenv("FAKE_TRAIN_FAIL_ARM")
+    report = sweep_status_report(tmp_path / "runs" / "st")
+    by_cell = {(c.arm, c.seed): c for c in report.cells}
+    assert by_cell[("a", 1)].state == "complete" and by_cell[("a", 1)].value == pytest.approx(0.821)
+    assert by_cell[("b", 0)].state == "failed" and "diverged" in by_cell[("b", 0)].error
+    run_sweep(spec, workers=0, train_fn=FAKE_TRAIN, runs_root=tmp_path / "runs", progress=False)  # re-run retries b
+    report = sweep_status_report(tmp_path / "runs" / "st")
+    assert report.counts == {"complete": 4}
+    assert {(c.arm, c.retries) for c in report.cells} == {("a", 0), ("b", 1)}
+    data = json.loads(run_cli("sweep-status", str(tmp_path / "runs" / "st"), "--json"))
+    assert data["counts"] == {"complete": 4} and data["slurm"] == []
+    table = run_cli("sweep-status", str(tmp_path / "runs" / "st"))
+    assert "Sweep st - complete 4" in table
