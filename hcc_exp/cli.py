@@ -122,6 +122,33 @@ def preprocess(
     console.print(f"[green]Preprocessed cache:[/green] {cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
 
 
+# ----------------------------------------------------------------------------- publication tables (issue 16)
+@app.command("cohort-table")
+def cohort_table(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder (cohort.csv).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the cohort folder).")] = None,
+) -> None:
+    """Table 1: baseline characteristics per cohort with chi-square / Fisher / t / Mann-Whitney p-values."""
+    from hcc_exp.reporting.cohort_table import write_cohort_table
+
+    paths = write_cohort_table(cohort, out)
+    console.print(f"[green]Table 1 written:[/green] {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def agreement(
+    cohort_a: Annotated[Path, typer.Argument(help="Cohort folder with the first annotation.")],
+    cohort_b: Annotated[Path, typer.Argument(help="Cohort folder with the second annotation of the same patients.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: COHORT_B/agreement).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Segmentation agreement: Dice and HD95 (mm) per patient, phase and region, and their summary."""
+    from hcc_exp.reporting.agreement import write_agreement
+
+    paths = write_agreement(cohort_a, cohort_b, out if out is not None else cohort_b / "agreement", progress=not quiet)
+    console.print(f"[green]Agreement written:[/green] {', '.join(str(p) for p in paths.values())}")
+
+
 # ----------------------------------------------------------------------------- model
 @app.command()
 def train(
