@@ -809,12 +809,17 @@ def evaluate_run(
     if "cache_dir" not in meta:
         raise RunFolderError(f"{meta_path}: no 'cache_dir' key")
     cfg = cfg or _run_config(run_dir)
-    labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
+    cache = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir))
+    labels = cache.labels
     predictions = pd.read_csv(predictions_path, dtype={"patient_id": str})
     oracle = run_oracle(run_dir, meta)
     out_dir = run_dir / EVALUATION_DIR
+    # issue 16: subgroup / calibration-slope / Brier statistics, radiomics and combined baselines
+    from hcc_exp.evaluation.extended import write_extended
+
     if not show_progress:
-        return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
+        result = evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
+        return {**result, **write_extended(out_dir, predictions, labels, cache, None, cfg)}
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]evaluate[/bold] {task.description}"),
@@ -822,7 +827,7 @@ def evaluate_run(
         transient=True,
     ) as bar:
         task = bar.add_task("loading", total=None)
-        return evaluate_predictions(
+        result = evaluate_predictions(
             predictions,
             labels,
             cfg,
@@ -831,3 +836,7 @@ def evaluate_run(
             dca_thresholds=dca_thresholds,
             progress=lambda name: bar.update(task, description=name),
         )
+        extra = write_extended(
+            out_dir, predictions, labels, cache, None, cfg, progress=lambda name: bar.update(task, description=name)
+        )
+        return {**result, **extra}

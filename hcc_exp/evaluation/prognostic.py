@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -145,9 +146,11 @@ def calibration_at_horizon(
         return NotEstimable("all linear predictors equal: the slope is undefined")
     # log E_i = log H0(min(T_i, t)) + lp_i - offset: the follow-up part stays an offset and only
     # the linear predictor gets a free coefficient (Crowson et al.: glm(d ~ lp + offset(log E - lp))).
-    fit = sm.GLM(
-        obs, sm.add_constant(lp_used), family=sm.families.Poisson(), offset=np.log(exp_) - lp_used
-    ).fit(tol=1e-12, maxiter=200)
+    with warnings.catch_warnings():  # tiny splits: statsmodels warns of separation, the SE says it
+        warnings.simplefilter("ignore")
+        fit = sm.GLM(
+            obs, sm.add_constant(lp_used), family=sm.families.Poisson(), offset=np.log(exp_) - lp_used
+        ).fit(tol=1e-12, maxiter=200)
     return CalibrationFit(
         horizon_days=float(horizon_days),
         intercept=float(intercept),
