@@ -250,9 +250,19 @@ def table(
 
 @app.command()
 def report(
-    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>).")],
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>) or run folder (TRIPOD+AI report).")],
+    agreement: Annotated[
+        Path | None, typer.Option(help="Run folder only: folder written by `hcc-exp agreement` (item 9c).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder only: output folder (default RUN_DIR/tripod).")] = None,
 ) -> None:
-    """Self-contained HTML and Markdown report of a sweep."""
+    """Self-contained HTML and Markdown report of a sweep, or the TRIPOD+AI report of a run folder."""
+    from hcc_exp.reporting.tripod import is_run_folder, write_tripod_report
+
+    if is_run_folder(sweep_dir):
+        paths = write_tripod_report(sweep_dir, out, agreement_dir=agreement)
+        console.print(f"[green]TRIPOD+AI report written:[/green] {', '.join(str(p) for p in paths.values())}")
+        return
     from hcc_exp.reporting.report import write_report
 
     paths = write_report(sweep_dir)
