@@ -61,6 +61,7 @@ class Variable:
     name: str
     kind: str  # "categorical" | "continuous"
     levels: dict[str, str] | None = None  # value -> display level (categorical), in display order
+    tested: bool = True  # False where the cohorts are defined by the variable (institution)
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -71,7 +72,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("bclc", "BCLC stage", "categorical", {s: s for s in ("0", "A", "B", "C", "D")}),
     Variable("tnm", "TNM stage", "categorical", {s: s for s in ("I", "II", "III", "IV")}),
     Variable(MVI_LABEL, "MVI", "categorical", {"1": "present", "0": "absent"}),
-    Variable(INSTITUTION, "Institution", "categorical"),
+    Variable(INSTITUTION, "Institution", "categorical", tested=False),  # the splits are institutions
     Variable(event_column("os"), "Death (OS event)", "categorical", {"1": "yes", "0": "no"}),
     Variable(event_column("rfs"), "Recurrence or death (RFS event)", "categorical", {"1": "yes", "0": "no"}),
 )
@@ -112,7 +113,10 @@ def fisher_p(table: np.ndarray) -> float:
     if table.shape == (2, 2):
         return float(stats.fisher_exact(table).pvalue)
     method = stats.MonteCarloMethod(n_resamples=FISHER_RESAMPLES, rng=np.random.default_rng(FISHER_SEED))
-    return float(stats.fisher_exact(table, method=method).pvalue)
+    try:
+        return float(stats.fisher_exact(table, method=method).pvalue)
+    except (TypeError, ValueError):  # scipy's random_table fails on some degenerate margins
+        return math.nan
 
 
 def is_normal(groups: Sequence[np.ndarray], alpha: float = NORMALITY_ALPHA) -> bool:
@@ -187,10 +191,11 @@ def _categorical_rows(table: pd.DataFrame, var: Variable) -> list[dict]:
     levels += [v for v in present if v not in levels]
     p: dict[str, float] = {}
     tests = []
-    for other in ("internal", "external"):
-        p[other], name = categorical_test(contingency([by_split["train"], by_split[other]], levels))
-        tests.append(name)
-    p["overall"], _ = categorical_test(contingency(list(by_split.values()), levels))
+    if var.tested:
+        for other in ("internal", "external"):
+            p[other], name = categorical_test(contingency([by_split["train"], by_split[other]], levels))
+            tests.append(name)
+        p["overall"], _ = categorical_test(contingency(list(by_split.values()), levels))
     test = "/".join(dict.fromkeys(t for t in tests if t))
     rows = []
     for i, level in enumerate(levels):

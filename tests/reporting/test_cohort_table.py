@@ -135,3 +135,22 @@ def test_bad_cohort_writes_nothing(tmp_path, cohort_table):
     with pytest.raises(CohortValidationError):
         write_cohort_table(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out" / "table1.csv").exists()
+
+
+def test_institution_is_described_not_tested(cohort_table):
+    rows = build_table1(cohort_table)
+    inst = rows[rows["variable"] == "Institution"]
+    assert inst["p_overall"].isna().all() and (inst["test"] == "").all()
+
+
+def test_cli_on_a_synthetic_cohort(tmp_path):
+    from typer.testing import CliRunner
+
+    from hcc_exp.cli import app
+    from hcc_exp.data.synthetic import write_synthetic_cohort
+
+    write_synthetic_cohort(tmp_path / "raw", patients=12, seed=7, progress=False)
+    result = CliRunner().invoke(app, ["cohort-table", str(tmp_path / "raw"), "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "t" / "table1.csv", keep_default_na=False)
+    assert frame.loc[frame["variable"] == "n", ["train", "internal", "external"]].astype(int).sum(axis=1).item() == 12
