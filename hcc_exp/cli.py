@@ -255,6 +255,9 @@ def report(
         Path | None, typer.Option(help="Run folder only: folder written by `hcc-exp agreement` (item 9c).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder only: output folder (default RUN_DIR/tripod).")] = None,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Sweep only: log the ablation tables (arm, seed columns) to W&B (offline by default).")
+    ] = False,
 ) -> None:
     """Self-contained HTML and Markdown report of a sweep, or the TRIPOD+AI report of a run folder."""
     from hcc_exp.reporting.tripod import is_run_folder, write_tripod_report
@@ -263,9 +266,10 @@ def report(
         paths = write_tripod_report(sweep_dir, out, agreement_dir=agreement)
         console.print(f"[green]TRIPOD+AI report written:[/green] {', '.join(str(p) for p in paths.values())}")
         return
+    from hcc_exp.config import TrackingConfig
     from hcc_exp.reporting.report import write_report
 
-    paths = write_report(sweep_dir)
+    paths = write_report(sweep_dir, wandb_tracking=TrackingConfig() if wandb else None)
     console.print(f"[green]Report written:[/green] {', '.join(str(p) for p in paths.values())}")
 
 
