@@ -63,6 +63,12 @@ def hd95_mm(a: np.ndarray, b: np.ndarray, spacing_zyx_mm: Sequence[float]) -> fl
         return math.nan
     import torch
 
+    # Only the union's bounding box (+1 voxel so surfaces on its edge stay surfaces) matters;
+    # cropping keeps MONAI's distance transforms small for a tumour in a large field of view.
+    nz = np.argwhere(a | b)
+    box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(nz.min(axis=0), nz.max(axis=0), strict=True))
+    a, b = a[box], b[box]
+
     pred = torch.from_numpy(a[None, None].astype(np.float32))
     ref = torch.from_numpy(b[None, None].astype(np.float32))
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal get_mask_edges argument
