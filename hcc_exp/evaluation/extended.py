@@ -415,6 +415,9 @@ def _survival_table(out: _Collector, data: pd.DataFrame) -> pd.DataFrame:
             for endpoint in ENDPOINTS:
                 column = f"{SPLIT_TITLES[split]} {endpoint.upper()}"
                 row[f"{column} C-index (95% CI)"] = out.cell(split, endpoint, f"{name}_c_index")
+                if metric_key(split, endpoint, f"{name}_diff") not in out.metrics:
+                    row[f"{column} DL minus predictor (95% CI)"] = ""  # the reason stands in the C-index cell
+                    continue
                 diff = out.cell(split, endpoint, f"{name}_diff")
                 p = out.metrics.get(metric_key(split, endpoint, f"{name}_diff_p"))
                 row[f"{column} DL minus predictor (95% CI)"] = diff + (f", P {_p(p)}" if p is not None else "")

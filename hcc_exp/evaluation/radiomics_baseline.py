@@ -151,13 +151,24 @@ def fit_coxnet(x: np.ndarray, time, event, *, seed: int, l1_ratio: float = L1_RA
             param_grid={"alphas": [[float(a)] for a in path.alphas_]},
             cv=KFold(cv_folds, shuffle=True, random_state=seed),
             error_score=0.5,
+            refit=False,
         ).fit(x, y)
-    model = search.best_estimator_
-    return model, {
-        "alpha": float(search.best_params_["alphas"][0]),
-        "cv_c_index": float(search.best_score_),
-        "n_nonzero": float(np.count_nonzero(model.coef_)),
-    }
+        # Best cross-validated C-index first; ties and a refit that diverges (tiny alpha on few
+        # events) move on to the next candidate, larger alphas preferred among equals.
+        results = search.cv_results_
+        alphas = np.array([p["alphas"][0] for p in results["params"]], dtype=float)
+        order = np.lexsort((-alphas, -np.asarray(results["mean_test_score"], dtype=float)))
+        for index in order:
+            try:
+                model = CoxnetSurvivalAnalysis(l1_ratio=l1_ratio, alphas=[alphas[index]], max_iter=100_000).fit(x, y)
+            except ArithmeticError:
+                continue
+            return model, {
+                "alpha": float(alphas[index]),
+                "cv_c_index": float(results["mean_test_score"][index]),
+                "n_nonzero": float(np.count_nonzero(model.coef_)),
+            }
+    raise ArithmeticError("Coxnet diverged at every alpha of the path")
 
 
 def fit_logistic(x: np.ndarray, y, *, seed: int, cv_folds: int = CV_FOLDS):
