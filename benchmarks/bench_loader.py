@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = load_batches()
     samples = sum(int(b["image"].shape[0]) for b in batches)
 
-    module = MultiTaskModule(config.model_dump(mode="json"))
+    module = MultiTaskModule.from_config(config)
     module.train()
     optimizer = module.configure_optimizers()
 

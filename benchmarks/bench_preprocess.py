@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warmup=0,
         before_each=lambda name: fresh_dir(roots[name]),
     )
-    cache = preprocess_cohort(cohort_dir, roots["hcc_exp"], cfg, progress=False)
+    cache = preprocess_cohort(cohort_dir, fresh_dir(roots["hcc_exp"]), cfg, progress=False)
+    patient_seconds = sum(cache.build.patient_seconds.values())  # timings are not in the cache
     monai_cohort(cohort_dir, patient_ids, cfg, fresh_dir(roots["monai"]), args.workers)
     cached = interleaved(
         {"hcc_exp_cached": lambda: preprocess_cohort(cohort_dir, roots["hcc_exp"], cfg, progress=False)},
@@ -441,7 +442,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )["hcc_exp_cached"]
     cache = PreprocessedCohort.open(cache.root)
     hashing = interleaved({"hash": lambda: hash_cohort_inputs(cohort_dir)}, args.repeats, warmup=0)["hash"]
-    patient_seconds = sum(float(info["seconds"]) for info in cache.manifest["patients"].values())
 
     comparison = compare_cohort(cohort_dir, cache, roots["monai"], cfg, patient_ids)
     worst = comparison["worst"]

@@ -55,6 +55,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("bootstrap", "bench_bootstrap.py"),
     ("oracle", "bench_oracle.py"),
     ("pruning", "bench_pruning.py"),
+    ("real_preprocess", "bench_real_preprocess.py"),
 )
 """(result name, script) of every benchmark, in the order ``run_all.py`` runs them and tables list them."""
 

@@ -1,8 +1,13 @@
 """The ``hcc-exp`` command line: parses arguments and delegates; no logic lives here.
 
 Every command's work is a function in the package (imported lazily so ``--help`` is
-fast). Errors derived from :class:`hcc_exp.errors.HccExpError` are printed as one
-message and exit with status 2; nothing is half-written by a failing command.
+fast). Errors derived from :class:`hcc_exp.errors.HccExpError`, and ordinary environment
+errors (a folder that is a file, no permission, a full disk: :class:`OSError`), are printed
+as one message and exit with status 2; nothing is half-written by a failing command.
+
+Both consoles print with Rich markup off: messages carry patient ids, file names and
+column names, and a ``[patient ...]`` prefix or a ``[/x]`` in the data must reach the
+terminal as written, not be taken for a style tag. Styling goes through ``Text`` objects.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from hcc_exp import __version__
-from hcc_exp.errors import CohortValidationError, HccExpError
+from hcc_exp.errors import HccExpError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = Console(stderr=False, markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def _done(label: str, detail: object = "") -> None:
+    """``label`` in green, then ``detail`` as plain text (paths and ids are never markup)."""
+    console.print(Text.assemble((label, "green"), " ", str(detail)))
 
 app = typer.Typer(
     name="hcc-exp",
@@ -29,7 +40,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="params.yaml to start from.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config to start from (default: ./params.yaml if present, else the built-in defaults)."),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config key, e.g. --set optim.lr=3e-4 (repeatable)."),
@@ -52,7 +66,7 @@ def _root(
     """hcc-exp: an experiment platform for multi-task 3D CNNs on triphasic CT of hepatocellular carcinoma."""
 
 
-def _config(config: Path, overrides: list[str] | None):
+def _config(config: Path | None, overrides: list[str] | None):
     from hcc_exp.config import load_config, parse_set_options
 
     return load_config(config, parse_set_options(overrides))
@@ -68,10 +82,11 @@ def synth(
 ) -> None:
     """Write the embedded synthetic triphasic CT cohort (with its oracle) to OUT."""
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.reporting.console import render_synthetic_summary
 
     summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
-    console.print(summary.to_rich_table())
-    console.print(f"[green]Wrote {patients} patients to {out}[/green] (oracle in {out / 'oracle.csv'})")
+    render_synthetic_summary(summary, console, oracle=summary.oracle)
+    _done(f"Wrote {patients} patients to", f"{out} (oracle in {out / 'oracle.csv'})")
 
 
 @app.command("import")
@@ -88,7 +103,7 @@ def import_(
 
     report = import_cohort(src, dst, mapping, overwrite=overwrite, progress=not quiet)
     render_report(report, console)
-    console.print(f"[green]Imported cohort written to {dst}[/green]")
+    _done("Imported cohort written to", dst)
 
 
 @app.command()
@@ -108,7 +123,7 @@ def check(
 def preprocess(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder.")],
     out: Annotated[Path, typer.Argument(help="Cache root; the cache is OUT/<params hash>-<data hash>/.")],
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -119,7 +134,7 @@ def preprocess(
     cfg = _config(config, overrides)
     require_valid(cohort, phases=cfg.phases, progress=not quiet)
     cache = preprocess_cohort(cohort, out, cfg.preprocess, progress=not quiet)
-    console.print(f"[green]Preprocessed cache:[/green] {cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
+    _done("Preprocessed cache:", f"{cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
 
 
 # ----------------------------------------------------------------------------- publication tables (issue 16)
@@ -132,7 +147,7 @@ def cohort_table(
     from hcc_exp.reporting.cohort_table import write_cohort_table
 
     paths = write_cohort_table(cohort, out)
-    console.print(f"[green]Table 1 written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Table 1 written:", ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -146,13 +161,13 @@ def agreement(
     from hcc_exp.reporting.agreement import write_agreement
 
     paths = write_agreement(cohort_a, cohort_b, out if out is not None else cohort_b / "agreement", progress=not quiet)
-    console.print(f"[green]Agreement written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Agreement written:", ", ".join(str(p) for p in paths.values()))
 
 
 # ----------------------------------------------------------------------------- model
 @app.command()
 def train(
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
     overrides: SetOpt = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run folder (default runs/<run id>).")] = None,
     quiet: QuietOpt = False,
@@ -187,7 +202,7 @@ def cam(
     from hcc_exp.interpretability.cam import run_cams
 
     out = run_cams(run_dir, patient_ids=patients, max_patients=max_patients)
-    console.print(f"[green]CAMs written to {out}[/green]")
+    _done("CAMs written to", out)
 
 
 @app.command()
@@ -198,16 +213,17 @@ def predict(
     out: Annotated[Path | None, typer.Option(help="Output folder (default next to the input).")] = None,
 ) -> None:
     """Predict OS / RFS risk, risk group, 1- and 2-year survival and MVI probability for new patients."""
-    from hcc_exp.interpretability.predict import predict_cohort, predict_patient
+    from hcc_exp.inference.predict import predict_cohort, predict_patient
+    from hcc_exp.interpretability.cam import write_patient_cams
 
     if (patient is None) == (cohort is None):
         raise typer.BadParameter("give either PATIENT or --cohort")
     if patient is not None:
-        result = predict_patient(checkpoint, patient, out_dir=out)
+        result = predict_patient(checkpoint, patient, out_dir=out, explain=write_patient_cams)
         console.print_json(data=result)
     else:
         path = predict_cohort(checkpoint, cohort, out_dir=out)
-        console.print(f"[green]Predictions written to {path}[/green]")
+        _done("Predictions written to", path)
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -245,7 +261,7 @@ def table(
     result = build_ablation_table(sweep_dir)
     paths = write_ablation_table(result, out if out is not None else sweep_dir / "table")
     render_table(result, console)
-    console.print(f"[green]Tables written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Tables written:", ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -264,13 +280,13 @@ def report(
 
     if is_run_folder(sweep_dir):
         paths = write_tripod_report(sweep_dir, out, agreement_dir=agreement)
-        console.print(f"[green]TRIPOD+AI report written:[/green] {', '.join(str(p) for p in paths.values())}")
+        _done("TRIPOD+AI report written:", ", ".join(str(p) for p in paths.values()))
         return
     from hcc_exp.config import TrackingConfig
     from hcc_exp.reporting.report import write_report
 
     paths = write_report(sweep_dir, wandb_tracking=TrackingConfig() if wandb else None)
-    console.print(f"[green]Report written:[/green] {', '.join(str(p) for p in paths.values())}")
+    _done("Report written:", ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -279,7 +295,7 @@ def sync(sweep_dir: Annotated[Path, typer.Argument(help="Sweep or run folder wit
     from hcc_exp.tracking import sync_offline_runs
 
     synced = sync_offline_runs(sweep_dir)
-    console.print(f"[green]Synced {len(synced)} run(s).[/green]")
+    _done(f"Synced {len(synced)} run(s).")
 
 
 @app.command()
@@ -292,7 +308,7 @@ def dashboard(sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder.")]) 
 
 @app.command()
 def demo(
-    config: ConfigOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
 ) -> None:
     """The main job on the embedded default: synth -> check -> preprocess -> train -> evaluate -> table."""
     from hcc_exp.pipeline import run_demo
@@ -300,16 +316,28 @@ def demo(
     run_demo(config, console)
 
 
+def _fail(message: str, status: int = 2) -> None:
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+    sys.exit(status)
+
+
+def _os_error_message(exc: OSError) -> str:
+    """``cannot write runs/x/best.ckpt: No space left on device`` style: what, where, why."""
+    reason = exc.strerror or str(exc)
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{reason}: {where}" if where else reason
+
+
 def main() -> None:
-    """Console-script entry point: HccExpError -> message and exit status 2."""
+    """Console-script entry point: HccExpError or OSError -> one message and exit status 2."""
     try:
         app()
-    except CohortValidationError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        sys.exit(2)
-    except HccExpError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        sys.exit(2)
+    except HccExpError as exc:  # CohortValidationError included: its text lists the problems
+        _fail(str(exc))
+    except OSError as exc:  # the environment: a folder that is a file, no permission, a full disk
+        _fail(_os_error_message(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", status=130)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Typed configuration of an experiment, loaded once from ``params.yaml``.
+"""Typed configuration of an experiment: the package's defaults, overridden by a YAML file and ``--set``.
 
-Every command, the DVC pipeline and every sweep trial build one
-:class:`ExperimentConfig` and pass its sections down; no function reads a global
-dict. Overrides use dotted keys (``--set optim.lr=3e-4``, sweep parameters),
-and an unknown key is refused with the list of valid keys.
+Every default lives here, in the typed sections, so every command runs from any
+folder without a config file. A ``params.yaml`` in the working folder (or the file
+given with ``--config``) overrides the keys it names; the project's own
+``params.yaml`` holds what the DVC pipeline pins. Every command, the DVC pipeline and
+every sweep trial build one :class:`ExperimentConfig` and pass its sections down; no
+function reads a global dict. Overrides use dotted keys (``--set optim.lr=3e-4``,
+sweep parameters); an unknown key, and an impossible value (a spacing of 0, a crop of
+0 voxels, percentiles out of order...), is refused naming the key.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,20 +28,34 @@ RoiStrategy = Literal["full", "tumour", "tumour_margin", "liver", "none"]
 PoolingStrategy = Literal["global", "regions"]
 LossWeighting = Literal["dwa", "static", "uncertainty"]
 
+PARAMS_FILE = "params.yaml"
+"""The config file read from the working folder when no ``--config`` is given (if it exists)."""
+
+PositiveMm = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A length in mm: finite and > 0."""
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveDays = Annotated[int, Field(ge=1)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(_Section):
-    """Where the cohort and the preprocessed cache live (paths relative to the project root)."""
+    """Where the cohort and the preprocessed cache live (relative paths: to the working folder).
+
+    The defaults are the project's layout: ``data/raw`` (the embedded synthetic cohort,
+    tracked by ``data.dvc``) and ``data/preprocessed`` (the DVC ``preprocess`` stage's output).
+    """
 
     cohort_dir: Path = Path("data/raw")
     cache_dir: Path = Path("data/preprocessed")
 
 
 class SynthConfig(_Section):
-    """The embedded synthetic cohort written by ``hcc-exp synth``."""
+    """The embedded synthetic cohort written by ``hcc-exp demo``: 388 patients as the paper (192 / 116 / 80)."""
 
     patients: int = Field(388, ge=6)
     seed: int = 7
@@ -63,13 +81,13 @@ class PreprocessConfig(_Section):
         workers: parallel processes (one patient each).
     """
 
-    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    spacing_mm: tuple[PositiveMm, PositiveMm, PositiveMm] = (2.0, 2.0, 2.0)
     image_interpolator: Literal["bspline", "linear"] = "linear"
     antialias: bool = True
     clip_percentiles: tuple[float, float] = (2.5, 97.5)
     clip_within_liver: bool = True
-    margin_mm: float = Field(4.0, gt=0)
-    crop_size_vox: tuple[int, int, int] = (48, 48, 48)
+    margin_mm: float = Field(4.0, gt=0, allow_inf_nan=False)
+    crop_size_vox: tuple[PositiveInt, PositiveInt, PositiveInt] = (48, 48, 48)
     dtype: Literal["float16", "float32"] = "float16"
     workers: int = Field(2, ge=1)
 
@@ -80,10 +98,13 @@ class PreprocessConfig(_Section):
             raise ValueError("clip_percentiles must satisfy 0 <= low < high <= 100")
         return v
 
+    def recipe(self) -> dict[str, Any]:
+        """The parameters that change the preprocessed arrays (JSON types): all but ``workers``."""
+        return self.model_dump(mode="json", exclude={"workers"})
+
     def params_hash(self) -> str:
-        """Hash of the parameters that change the preprocessed arrays (not ``workers``)."""
-        payload = self.model_dump(mode="json", exclude={"workers"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of :meth:`recipe`."""
+        return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -114,16 +135,20 @@ class ModelConfig(_Section):
     Architecture fields left at ``None`` come from ``preset`` (see :data:`MODEL_PRESETS`).
     ``pooling`` reduces the last feature map per ROI region (``regions``) or over the whole
     crop (``global``, the paper's DenseNet); see :mod:`hcc_exp.models.backbone`.
+    ``formulation`` chooses how the same network is computed: ``fast`` (default) or
+    ``reference``, the operators of commit fd7cd16 (kept for the equality tests and the
+    ``step`` benchmark); both give the same outputs for the same weights.
     """
 
     preset: Literal["tiny", "paper"] = "tiny"
     dims: Literal["3d", "2d"] = "3d"
     pooling: PoolingStrategy = "regions"
-    stem_channels: int | None = None
-    init_features: int | None = None
-    growth_rate: int | None = None
-    block_config: tuple[int, ...] | None = None
-    bn_size: int | None = None
+    formulation: Literal["fast", "reference"] = "fast"
+    stem_channels: PositiveInt | None = None
+    init_features: PositiveInt | None = None
+    growth_rate: PositiveInt | None = None
+    block_config: tuple[PositiveInt, ...] | None = Field(None, min_length=1)
+    bn_size: PositiveInt | None = None
     dropout: float | None = Field(None, ge=0, lt=1)
 
     def resolved(self) -> ModelConfig:
@@ -147,8 +172,15 @@ class LossConfig(_Section):
 
     weighting: LossWeighting = "dwa"
     dwa_temperature: float = Field(2.0, gt=0)
-    static_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    mvi_class_weights: tuple[float, float] | None = None
+    static_weights: tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (1.0, 1.0, 1.0)
+    mvi_class_weights: tuple[PositiveFloat, PositiveFloat] | None = None
+
+    @field_validator("static_weights")
+    @classmethod
+    def _some_weight(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not any(v):
+            raise ValueError("static_weights must give at least one task a weight > 0")
+        return v
 
 
 class MomentumConfig(_Section):
@@ -173,15 +205,41 @@ class AugmentConfig(_Section):
     time_jitter_days: int = Field(3, ge=0)
 
 
-class OptimConfig(_Section):
-    """AdamW settings."""
+LrSchedule = Literal["constant", "warmup_cosine", "onecycle"]
+Monitor = Literal["val/loss", "val/os_c_index", "val/rfs_c_index"]
 
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+
+class OptimConfig(_Section):
+    """AdamW settings and the learning-rate schedule (stepped every optimiser step).
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        schedule: ``constant`` (commit fd7cd16 and earlier), ``warmup_cosine`` (linear warm-up
+            from ``lr / 100`` over ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``
+            at ``trainer.max_epochs``) or ``onecycle`` (torch's ``OneCycleLR``, cosine
+            annealing, warm-up share ``warmup_epochs / max_epochs``).
+        warmup_epochs: length of the warm-up in epochs (fractions allowed).
+        min_lr_ratio: final learning rate of ``warmup_cosine`` over ``lr``.
+    """
+
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    schedule: LrSchedule = "warmup_cosine"
+    warmup_epochs: float = Field(1.0, ge=0, allow_inf_nan=False)
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
 
 
 class TrainerConfig(_Section):
-    """Lightning trainer settings (paper: 80 epochs, early stopping patience 20)."""
+    """Lightning trainer settings (paper: 80 epochs, early stopping patience 20).
+
+    Attributes:
+        monitor: the validation (internal split) metric that picks the best checkpoint and
+            drives early stopping: ``val/loss`` (the paper's; minimised) or a ranking metric,
+            ``val/os_c_index`` / ``val/rfs_c_index`` (maximised).
+        precision: Lightning's precision plugin; ``bf16-mixed`` runs the network under bf16
+            autocast on CPU and GPU, the heads, losses and the Cox risk set in float32.
+    """
 
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(20, ge=1)
@@ -189,15 +247,21 @@ class TrainerConfig(_Section):
     num_workers: int = Field(0, ge=0)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
-    limit_train_batches: float | int | None = None
+    limit_train_batches: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = None
+    monitor: Monitor = "val/loss"
+
+    @property
+    def monitor_mode(self) -> Literal["min", "max"]:
+        """``min`` for a loss, ``max`` for a C-index."""
+        return "min" if self.monitor.endswith("loss") else "max"
 
 
 class EvaluationConfig(_Section):
     """Statistics settings of ``hcc-exp evaluate``."""
 
-    horizons_days: tuple[int, ...] = (365, 730)
+    horizons_days: tuple[PositiveDays, ...] = Field((365, 730), min_length=1)
     bootstrap_resamples: int = Field(1000, ge=10)
-    km_truncate_days: int = 1826
+    km_truncate_days: PositiveDays = 1826
     seed: int = 0
 
 
@@ -328,17 +392,52 @@ def build_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, *
         raise ConfigError(f"invalid {source}: {problems}") from exc
 
 
-def load_config(path: Path | str | None = "params.yaml", overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Load ``params.yaml`` (or defaults when ``path`` is None) and apply dotted overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+def read_yaml(path: Path | str, *, kind: str = "config file", mapping: bool = True) -> Any:
+    """Parse a YAML file (config, sweep, mapping); the one YAML reader of the package's config files.
+
+    Args:
+        path: the file.
+        kind: what the file is, for the messages ("config file", "sweep file").
+        mapping: require a mapping at the top level (an empty file reads as ``{}``).
+
+    Raises:
+        ConfigError: the file does not exist, is not valid YAML, or is not a mapping (naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason})") from exc
+    if mapping:
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-    return build_config(raw, overrides, source=str(path) if path else "config")
+    return raw
+
+
+def default_config_path() -> Path | None:
+    """``./params.yaml`` when the working folder has one, else None (the package defaults)."""
+    candidate = Path.cwd() / PARAMS_FILE
+    return candidate if candidate.is_file() else None
+
+
+def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Build the experiment config: package defaults, then a YAML file, then dotted ``overrides``.
+
+    Args:
+        path: the YAML file to read (it must exist); None reads ``params.yaml`` from the
+            working folder when there is one and otherwise starts from the defaults alone.
+        overrides: dotted keys (``{"optim.lr": 3e-4}``) applied last.
+
+    Raises:
+        ConfigError: a file that does not exist or does not parse, an unknown key, or an
+            impossible value, each naming the file and the key.
+    """
+    if path is None:
+        path = default_config_path()
+    raw: dict[str, Any] = {} if path is None else read_yaml(path)
+    return build_config(raw, overrides, source=str(path) if path is not None else "config")

@@ -128,6 +128,83 @@ class NoEventsWarning(CohortError):
     """A split has no events for an endpoint: C-index is undefined there (a warning)."""
 
 
+# ----------------------------------------------- cohort import: DICOM series, masks, registration
+class DicomSeriesError(CohortError):
+    """A DICOM series cannot be used as a phase; names the patient, the series and a file.
+
+    Attributes:
+        series: how the series is known to the user (folder, SeriesNumber, phase), never a UID.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        patient_id: str | None = None,
+        path: Path | str | None = None,
+        column: str | None = None,
+        series: str | None = None,
+    ) -> None:
+        self.series = series
+        super().__init__(message, patient_id=patient_id, path=path, column=column)
+
+    def describe(self) -> str:
+        text = super().describe()
+        if self.series is None:
+            return text
+        if text.startswith("["):
+            return f"[series {self.series}, {text[1:]}"
+        return f"[series {self.series}] {text}"
+
+
+class AmbiguousSeriesError(DicomSeriesError):
+    """A folder holds several DICOM series and the mapping does not choose exactly one."""
+
+
+class SeriesNotFoundError(DicomSeriesError):
+    """No DICOM series in the folder matches the mapping's choice."""
+
+
+class LocalizerSeriesError(DicomSeriesError):
+    """The chosen series is a localizer / scout (topogram), not an axial volume."""
+
+
+class NonCTModalityError(DicomSeriesError):
+    """The chosen series is not CT (Modality is MR, PT, SEG, ...)."""
+
+
+class GantryTiltError(DicomSeriesError):
+    """The slices are tilted (gantry tilt / sheared stack): not a rectilinear grid."""
+
+
+class SliceSpacingError(DicomSeriesError):
+    """The slice positions are not evenly spaced (e.g. two reconstructions mixed)."""
+
+
+class MissingSliceError(SliceSpacingError):
+    """A gap of whole slices in an otherwise even stack: a slice file is missing."""
+
+
+class DuplicateSliceError(SliceSpacingError):
+    """Two slice files lie at the same position."""
+
+
+class SegmentNotFoundError(CohortError):
+    """A DICOM-SEG object (or label map) has no segment / label the mapping asks for."""
+
+
+class SegmentationReferenceError(CohortError):
+    """A DICOM-SEG object was drawn on another series than the phase it is used for."""
+
+
+class MaskGridMismatchError(GridMismatchError):
+    """A mask lies on another physical grid than its image and the mapping does not allow resampling."""
+
+
+class RegistrationFailedError(CohortError):
+    """Registering a phase to the annotated phase is worse than the mapping's threshold."""
+
+
 class CohortValidationError(HccExpError):
     """A cohort failed validation; holds every problem found.
 
@@ -148,6 +225,10 @@ class CohortImportError(HccExpError):
 
 class PreprocessError(HccExpError):
     """Preprocessing cannot produce a sample (e.g. crop box larger than the volume)."""
+
+
+class InsufficientDiskSpaceError(PreprocessError):
+    """The disk has less free space than the preprocessed cache needs."""
 
 
 class PatientPreprocessError(PreprocessError):
@@ -173,6 +254,29 @@ class EvaluationInputError(HccExpError):
 
 class RunFolderError(HccExpError):
     """A run folder is missing files or is from an incompatible version."""
+
+
+class OutputFolderError(HccExpError):
+    """An output folder (``train --run-dir``, ``predict --out``) is a file or cannot be written."""
+
+
+class CohortPredictionError(HccExpError):
+    """``predict --cohort`` failed for some patients; its table was written with their errors.
+
+    Attributes:
+        path: the ``predictions.csv`` written (a row per patient, failures with ``error``).
+        failures: patient_id -> ``"<ErrorClass>: <message>"`` of each failed patient.
+    """
+
+    def __init__(self, path: Path | str, failures: dict[str, str], n_patients: int) -> None:
+        self.path = str(path)
+        self.failures = dict(failures)
+        listed = "; ".join(f"{pid}: {reason}" for pid, reason in list(self.failures.items())[:10])
+        more = f"; and {len(self.failures) - 10} more" if len(self.failures) > 10 else ""
+        super().__init__(
+            f"prediction failed for {len(self.failures)} of {n_patients} patient(s) ({listed}{more}); "
+            f"every patient's row, with its error, is in {self.path}"
+        )
 
 
 class TrackingError(HccExpError):

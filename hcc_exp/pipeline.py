@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from hcc_exp.config import load_config
 from hcc_exp.errors import HccExpError
@@ -28,10 +29,11 @@ def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Conso
         console.print(f"Raw cohort present: {cohort_dir}")
         return
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.reporting.console import render_synthetic_summary
 
     console.rule("synthetic cohort")
     summary = write_synthetic_cohort(cohort_dir, patients=patients, seed=seed, progress=True)
-    console.print(summary.to_rich_table())
+    render_synthetic_summary(summary, console, oracle=summary.oracle)
 
 
 def dvc_executable() -> str:
@@ -45,7 +47,7 @@ def dvc_executable() -> str:
     return found
 
 
-def run_demo(config_path: Path, console: Console) -> None:
+def run_demo(config_path: Path | None, console: Console) -> None:
     cfg = load_config(config_path)
     ensure_raw_cohort(Path(cfg.data.cohort_dir), cfg.synth.patients, cfg.synth.seed, console)
     console.rule("dvc repro")
@@ -64,6 +66,8 @@ def run_demo(config_path: Path, console: Console) -> None:
     if table.is_file():
         console.print(f"Demo ablation table (one seed, 3 epochs per arm): {table}")
     console.print(
-        f"[green]Done.[/green] Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}"
-        f"  |  demo sweep: {DEMO_SWEEP_DIR}"
+        Text.assemble(
+            ("Done.", "green"),
+            f" Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}  |  demo sweep: {DEMO_SWEEP_DIR}",
+        )
     )

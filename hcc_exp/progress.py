@@ -8,7 +8,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def patient_progress(verb: str, *, enabled: bool = True) -> Progress:
     """A transient ``<verb> patients  ━━━━  12/64  0:00:05`` bar; ``enabled=False`` shows nothing."""
     return Progress(
-        TextColumn(f"{verb} {{task.description}}"),
+        # markup=False: the description is a patient id, and ids like "[/x]" are valid data.
+        TextColumn(f"{verb} {{task.description}}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),

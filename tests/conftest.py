@@ -21,7 +21,13 @@ _MEMO_DIR = tempfile.mkdtemp(prefix="hcc-exp-test-cache-")
 os.environ["HCC_EXP_CACHE_DIR"] = _MEMO_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_CT_DIR = REPO_ROOT.parent / "shared" / "data" / "real-ct"
+# ../shared beside the checkout (or beside the folder of git worktrees holding it).
+SHARED_DATA_DIR = next(
+    (p / "shared" / "data" for p in (REPO_ROOT.parent, REPO_ROOT.parent.parent) if (p / "shared" / "data").is_dir()),
+    REPO_ROOT.parent / "shared" / "data",
+)
+REAL_CT_DIR = SHARED_DATA_DIR / "real-ct"
+REAL_HCC_DIR = SHARED_DATA_DIR / "real-hcc"
 
 
 def pytest_unconfigure(config):

@@ -4,7 +4,7 @@
 
     CACHE_ROOT/<cache_key>/              cache_key = "<params_hash>-<input_hash>"
       manifest.json                      params, hashes, phases, regions, shape, spacing, per-patient info
-      labels.csv                         the cohort.csv rows (patient_id, split, outcomes, clinical)
+      labels.csv                         the cohort.csv rows, LABEL_COLUMNS only (patient_id, split, outcomes, clinical)
       patients/<patient_id>/image.npy    (P, D, H, W) float16/float32 in [0, 1]; P = 3 phases in PHASES order
       patients/<patient_id>/masks.npy    (P, R, D, H, W) uint8 in {0, 1}; R = REGIONS order
     CACHE_ROOT/current.json              {"cache_key": ...} of the latest completed preprocess
@@ -13,26 +13,58 @@
 hashes the cohort's files, so re-running with the same parameters and data is a
 no-op and any change writes a new key. A cache folder appears only once
 complete (written under a temporary name, then renamed).
+
+Everything in the cache is a function of the cohort's bytes and the recipe: no
+time, duration or machine path is written here (DVC tracks the folder, and its hash
+must not depend on when or where it was built). Those facts of a build are returned
+as :class:`CacheBuild` for logs and a run's ``meta.json``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from hcc_exp.data.contract import REQUIRED_COLUMNS
+from hcc_exp.data.io import atomic_path
 from hcc_exp.errors import RunFolderError
-from hcc_exp.vocabulary import REGIONS  # noqa: F401  (re-exported: mask channels liver, margin band, tumour)
+from hcc_exp.vocabulary import PATIENT_ID, REGIONS, SPLIT  # noqa: F401  (REGIONS re-exported: mask channels)
 
 MANIFEST = "manifest.json"
 LABELS = "labels.csv"
 PATIENTS_DIR = "patients"
+IMAGE_NPY = "image.npy"
+MASKS_NPY = "masks.npy"
 CURRENT = "current.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: no creation time, duration or cohort path in the manifest; labels.csv keeps LABEL_COLUMNS only."""
+
+LABEL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS
+"""The cohort.csv columns the pipeline reads (identifier, split, outcomes, clinical); others stay out."""
+
+
+@dataclass(frozen=True)
+class CacheBuild:
+    """How a cache came about in this process (never written into the cache).
+
+    Attributes:
+        cohort_dir: the cohort folder, absolute.
+        reused: the cache existed already (nothing was written).
+        seconds: wall time of the whole call.
+        patient_seconds: per patient, wall time of its preprocessing (empty when reused).
+        expected_bytes: the arrays' size on disk (:func:`hcc_exp.data.preprocessing.expected_cache_bytes`).
+    """
+
+    cohort_dir: str
+    reused: bool
+    seconds: float
+    patient_seconds: dict[str, float] = field(default_factory=dict)
+    expected_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,11 +75,13 @@ class PreprocessedCohort:
         root: the ``CACHE_ROOT/<cache_key>`` folder.
         manifest: the parsed ``manifest.json``.
         labels: ``labels.csv`` as a DataFrame indexed by position, ``patient_id`` as str.
+        build: set by the preprocessing call that returned this object, else None.
     """
 
     root: Path
     manifest: dict[str, Any]
     labels: pd.DataFrame
+    build: CacheBuild | None = field(default=None, compare=False)
 
     @classmethod
     def open(cls, root: Path | str) -> PreprocessedCohort:
@@ -56,7 +90,9 @@ class PreprocessedCohort:
         if not manifest_path.is_file():
             raise RunFolderError(f"{root} is not a preprocessed cache: {MANIFEST} missing (run `hcc-exp preprocess`)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        labels = pd.read_csv(root / LABELS, dtype={"patient_id": str})
+        labels = pd.read_csv(root / LABELS, dtype={PATIENT_ID: str})
+        # Identifiers are text, never missing values: a patient called "NA" stays "NA".
+        labels[PATIENT_ID] = pd.read_csv(root / LABELS, usecols=[PATIENT_ID], dtype=str, keep_default_na=False)[PATIENT_ID]
         return cls(root, manifest, labels)
 
     @property
@@ -72,14 +108,14 @@ class PreprocessedCohort:
         return tuple(self.manifest["shape_zyx"])  # type: ignore[return-value]
 
     def patient_ids(self, split: str | None = None) -> list[str]:
-        frame = self.labels if split is None else self.labels[self.labels["split"] == split]
-        return frame["patient_id"].astype(str).tolist()
+        frame = self.labels if split is None else self.labels[self.labels[SPLIT] == split]
+        return frame[PATIENT_ID].astype(str).tolist()
 
     def image_path(self, patient_id: str) -> Path:
-        return self.root / PATIENTS_DIR / patient_id / "image.npy"
+        return self.root / PATIENTS_DIR / patient_id / IMAGE_NPY
 
     def masks_path(self, patient_id: str) -> Path:
-        return self.root / PATIENTS_DIR / patient_id / "masks.npy"
+        return self.root / PATIENTS_DIR / patient_id / MASKS_NPY
 
     def load(self, patient_id: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(image (P, D, H, W), masks (P, R, D, H, W))`` of one patient."""
@@ -95,3 +131,22 @@ def current_cache(cache_root: Path | str) -> PreprocessedCohort:
         raise RunFolderError(f"no preprocessed cache under {cache_root}: run `hcc-exp preprocess` first")
     key = json.loads(pointer.read_text(encoding="utf-8"))["cache_key"]
     return PreprocessedCohort.open(cache_root / key)
+
+
+def write_labels(table: pd.DataFrame, folder: Path) -> None:
+    """Write ``FOLDER/labels.csv``: the :data:`LABEL_COLUMNS` of ``table`` in that order, values as given.
+
+    ``table`` holds the cohort's text (read with ``dtype=str``), so values are copied, not re-formatted.
+    """
+    table.loc[:, list(LABEL_COLUMNS)].to_csv(folder / LABELS, index=False, lineterminator="\n")
+
+
+def write_manifest(manifest: dict[str, Any], folder: Path) -> None:
+    """Write ``FOLDER/manifest.json`` (indented JSON, keys in the order given)."""
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def write_current(cache_root: Path, key: str) -> None:
+    """Point ``CACHE_ROOT/current.json`` at ``key`` (atomic)."""
+    with atomic_path(Path(cache_root) / CURRENT) as pointer:
+        pointer.write_text(json.dumps({"cache_key": key}) + "\n", encoding="utf-8")

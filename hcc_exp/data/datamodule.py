@@ -3,8 +3,20 @@
 Splits follow the paper: train = ``train`` (Institution I), validation = ``internal``
 (Institutions II-V), test = ``external`` (Institution VI). Only the training set is
 augmented: each training patient appears ``augment_copies`` times per epoch, each copy
-with its own random rotation and time jitter. Augmentation randomness is a pure function
-of (seed, epoch, sample index), so runs are reproducible with or without worker processes.
+with its own random rotation and time jitter.
+
+The loaders only read cached crops. Augmentation runs per batch on the model's device
+(:meth:`HccDataModule.on_after_batch_transfer`, Lightning's hook between the transfer and
+the training step): one ``grid_sample`` for the whole batch (:func:`~hcc_exp.data.augment.augment_batch`).
+Its randomness is a pure function of (seed, epoch, dataset item), the same numbers the
+per-sample path of commit fd7cd16 drew in the loader, so runs are reproducible with or
+without worker processes and on any device. Validation and test batches are never augmented.
+
+The training order is a permutation per epoch drawn from ``(seed, epoch)``
+(:class:`EpochShuffleSampler`): reproducible, and different every epoch (the loader of commit
+fd7cd16 re-seeded its shuffle generator every epoch and so repeated one order).
+
+On a GPU the loaders pin memory and keep their worker processes between epochs.
 """
 
 from __future__ import annotations
@@ -14,10 +26,10 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hcc_exp.config import PHASES, AugmentConfig, ExperimentConfig
-from hcc_exp.data.augment import jitter_times, random_rotation
+from hcc_exp.data.augment import augment_batch, jitter_times, random_rotation, sample_seed
 from hcc_exp.data.cache import PreprocessedCohort
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
@@ -59,7 +71,12 @@ class CachedPatientDataset(Dataset):
         image: (P, D, H, W) float32 in [0, 1], the selected phases in PHASES order.
         masks: (P, R, D, H, W) uint8, R = (liver, margin, tumour).
         os_time, rfs_time: float32 days (jittered when augmenting); os_event, rfs_event: bool;
-        mvi: int64; index: int64 position of the patient in ``patient_ids``.
+        mvi: int64; index: int64 position of the patient in ``patient_ids``; item: int64 the
+        dataset item (``index + copy * len(patient_ids)``), which seeds its augmentation.
+
+    ``augment`` applies rotation and jitter here, per sample, on the CPU: the path of commit
+    fd7cd16, kept for the ``step`` benchmark and the equality tests. The data module leaves it
+    None and augments whole batches on the device instead (same numbers).
     """
 
     def __init__(
@@ -101,7 +118,7 @@ class CachedPatientDataset(Dataset):
         os_time = float(self.labels.os_time_days[index])
         rfs_time = float(self.labels.rfs_time_days[index])
         if self.augment is not None:
-            seed = int(np.random.SeedSequence([self.seed, self.epoch, item]).generate_state(1)[0])
+            seed = sample_seed(self.seed, self.epoch, item)
             torch_gen = torch.Generator().manual_seed(seed)
             if self.augment.rotation and self.augment.rotation_range_deg > 0:
                 image, masks = random_rotation(image, masks, torch_gen, self.augment.rotation_range_deg)
@@ -118,17 +135,47 @@ class CachedPatientDataset(Dataset):
             "rfs_event": torch.tensor(bool(self.labels.rfs_event[index])),
             "mvi": torch.tensor(int(self.labels.mvi[index]), dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
+            "item": torch.tensor(item, dtype=torch.int64),
         }
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A random order of ``range(n)`` per epoch, drawn from ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` at the start of every training epoch (as for
+    ``DistributedSampler``), so the order does not depend on how often the loader is rebuilt.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on a GPU here (``gpu``, or ``auto`` with CUDA available)."""
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
 class HccDataModule(pl.LightningDataModule):
-    """Train / internal / external loaders over one preprocessed cache."""
+    """Train / internal / external loaders over one preprocessed cache; augments training batches on the device."""
 
     def __init__(self, cohort: PreprocessedCohort, config: ExperimentConfig) -> None:
         super().__init__()
         self.cohort = cohort
         self.config = config
         self.datasets: dict[str, CachedPatientDataset] = {}
+        self._loaders: dict[str, DataLoader] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -138,41 +185,51 @@ class HccDataModule(pl.LightningDataModule):
             ids = self.cohort.patient_ids(split)
             self.datasets[split] = CachedPatientDataset(self.cohort, ids, cfg.phases, seed=cfg.seed)
         self.datasets["train_augmented"] = CachedPatientDataset(
-            self.cohort,
-            self.cohort.patient_ids("train"),
-            cfg.phases,
-            augment=cfg.augment,
-            copies=cfg.augment_copies,
-            seed=cfg.seed,
+            self.cohort, self.cohort.patient_ids("train"), cfg.phases, copies=cfg.augment_copies, seed=cfg.seed
         )
 
-    def _loader(self, dataset: Dataset, *, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _loader(self, name: str, *, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        # One loader per split, reused across epochs: with persistent workers (GPU) they survive.
+        if name in self._loaders:
+            return self._loaders[name]
+        dataset = self.datasets[name]
         trainer_cfg = self.config.trainer
-        generator = torch.Generator().manual_seed(self.config.seed)
-        return DataLoader(
+        gpu = uses_gpu(trainer_cfg.accelerator)
+        loader = DataLoader(
             dataset,
             batch_size=trainer_cfg.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.config.seed) if shuffle else None,
             drop_last=drop_last,
             num_workers=trainer_cfg.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
-            generator=generator if shuffle else None,
+            pin_memory=gpu,
+            persistent_workers=gpu and trainer_cfg.num_workers > 0,
         )
+        self._loaders[name] = loader
+        return loader
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train_augmented"]
-        if self.trainer is not None:
-            dataset.set_epoch(self.trainer.current_epoch)
         # BatchNorm and the Cox partial likelihood both need more than one sample per batch.
-        return self._loader(dataset, shuffle=True, drop_last=len(dataset) > self.config.trainer.batch_size)
+        loader = self._loader(
+            "train_augmented", shuffle=True, drop_last=len(dataset) > self.config.trainer.batch_size
+        )
+        if self.trainer is not None:
+            loader.sampler.set_epoch(self.trainer.current_epoch)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["internal"], shuffle=False)
+        return self._loader("internal", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["external"], shuffle=False)
+        return self._loader("external", shuffle=False)
 
     def split_loader(self, split: str) -> DataLoader:
         """Unaugmented loader of one split, in patient order (for predictions)."""
-        return self._loader(self.datasets[split], shuffle=False)
+        return self._loader(split, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Augment training batches where they now live (the model's device); others pass unchanged."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return batch
+        return augment_batch(batch, self.config.augment, seed=self.config.seed, epoch=trainer.current_epoch)

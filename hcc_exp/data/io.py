@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from hcc_exp.errors import UnreadableVolumeError
+from hcc_exp.errors import CohortError, UnreadableVolumeError
 
 GEOMETRY_TOLERANCE_MM = 1e-3
 """Default tolerance (mm, and unitless for direction cosines) for grid comparisons."""
@@ -29,16 +29,19 @@ def read_volume(path: Path | str, *, patient_id: str | None = None) -> sitk.Imag
     """Read a NIfTI file or a folder holding one DICOM series.
 
     Args:
-        path: ``*.nii`` / ``*.nii.gz`` file, or a folder of DICOM slices.
+        path: ``*.nii`` / ``*.nii.gz`` file (or any format SimpleITK reads: NRRD, MHA), or a
+            folder of DICOM slices (:func:`hcc_exp.data.importing.dicom.read_series`).
         patient_id: named in the error when the read fails.
 
     Raises:
         UnreadableVolumeError: missing, corrupt or truncated file, or no DICOM series.
+        DicomSeriesError: a DICOM folder whose series is ambiguous, not CT, a scout, tilted or
+            has missing / duplicate / unevenly spaced slices (a subclass per case).
     """
     path = Path(path)
     try:
         if path.is_dir():
-            return _read_dicom_series(path)
+            return _read_dicom_series(path, patient_id)
         if not path.is_file():
             raise UnreadableVolumeError("file does not exist", patient_id=patient_id, path=path)
         if path.name.endswith(".gz") and not _gzip_size_matches_header(path):
@@ -48,7 +51,7 @@ def read_volume(path: Path | str, *, patient_id: str | None = None) -> sitk.Imag
                 while fh.read(1 << 22):
                     pass
         return sitk.ReadImage(str(path))
-    except UnreadableVolumeError:
+    except CohortError:
         raise
     except (RuntimeError, OSError, EOFError, gzip.BadGzipFile) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -78,20 +81,12 @@ def _gzip_size_matches_header(path: Path) -> bool:
     return stored == expected % (1 << 32)
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise UnreadableVolumeError("folder holds no DICOM series", path=folder)
-    if len(series_ids) > 1:
-        raise UnreadableVolumeError(f"folder holds {len(series_ids)} DICOM series; expected one", path=folder)
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
-    reader.SetFileNames(files)
-    # Do not load private/meta tags: only pixel data and geometry leave this function.
-    reader.MetaDataDictionaryArrayUpdateOff()
-    reader.LoadPrivateTagsOff()
-    image = reader.Execute()
-    return strip_metadata(image)
+def _read_dicom_series(folder: Path, patient_id: str | None) -> sitk.Image:
+    # The checked reader (one CT series, no scout, no tilt, even slices, padding -> air).
+    from hcc_exp.data.importing.dicom import read_series
+
+    image, _ = read_series(folder, patient_id=patient_id)
+    return image
 
 
 def strip_metadata(image: sitk.Image) -> sitk.Image:
@@ -183,12 +178,58 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def copy_tree_atomic(src: Path, dst: Path) -> None:
-    """Copy a folder to ``dst`` through a temporary sibling, then rename."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(src, tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    """Copy a folder to ``dst`` through a staging sibling, then swap it into place."""
+    with staged_folder(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def staged_folder(final: Path | str) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``final``; swap it onto ``final`` when the block succeeds.
+
+    The one way hcc-exp publishes a folder (an imported or synthetic cohort): everything is
+    written into the staging folder, and only a block that returns normally makes it
+    ``final``. An existing ``final`` is renamed aside first and removed only after the new
+    folder is in place; if the swap fails it is renamed back. Whatever happens, ``final`` is
+    either exactly as it was or the complete new folder, and the staging folder is gone.
+    The published folder gets the permissions a plain ``mkdir`` would (``0o777 & ~umask``),
+    not the ``0700`` of a temporary folder.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with staged_folder(root / "cohort") as tmp:
+    ...     _ = (tmp / "cohort.csv").write_text("patient_id\\n")
+    >>> sorted(p.name for p in root.iterdir())
+    ['cohort']
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        _swap_into_place(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.replaced-", dir=final.parent))
+    os.replace(final, aside / "old")
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(aside / "old", final)  # rollback: the destination as it was
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

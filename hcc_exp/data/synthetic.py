@@ -36,19 +36,13 @@ institution I is the training split, II-V internal validation, VI external test.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from scipy.ndimage import gaussian_filter
 
 from hcc_exp.config import PHASES
@@ -61,8 +55,9 @@ from hcc_exp.data.contract import (
     SPLITS,
     TNM_STAGES,
 )
-from hcc_exp.data.io import image_from_array, write_nifti
+from hcc_exp.data.io import image_from_array, staged_folder, write_nifti
 from hcc_exp.errors import CohortError, ConfigError, MissingColumnError, MissingFileError
+from hcc_exp.progress import patient_progress
 
 SYNTHETIC_VERSION = 2
 """Bumped whenever the generator changes the bytes written for a given seed."""
@@ -725,24 +720,6 @@ class SyntheticSummary:
         out["cohort_dir"] = str(self.cohort_dir)
         return out
 
-    def to_rich_table(self) -> Table:
-        """Per-split counts, event rates and oracle metrics as a ``rich.table.Table``."""
-        table = Table(title=f"Synthetic cohort {self.cohort_dir} (seed {self.seed}, v{self.version})")
-        for col in ("split", "n", "OS events", "RFS events", "MVI+", "oracle OS C", "oracle RFS C", "oracle MVI AUC"):
-            table.add_column(col, justify="left" if col == "split" else "right")
-        for split in SPLITS:
-            table.add_row(
-                split,
-                str(self.n_per_split[split]),
-                f"{self.os_event_rate[split]:.0%}",
-                f"{self.rfs_event_rate[split]:.0%}",
-                f"{self.mvi_rate[split]:.0%}",
-                f"{self.oracle[f'{split}/os/c_index']:.3f}",
-                f"{self.oracle[f'{split}/rfs/c_index']:.3f}",
-                f"{self.oracle[f'{split}/mvi/auc']:.3f}",
-            )
-        return table
-
 
 ORACLE_COLUMNS: tuple[str, ...] = (
     "patient_id",
@@ -915,27 +892,20 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     cohort = sample_cohort(patients, seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         cohort_rows, oracle_rows = [], []
-        with _progress(progress) as bar:
-            task = bar.add_task("synthetic cohort", total=len(cohort)) if bar is not None else None
+        with patient_progress("synthesizing", enabled=progress) as bar:
+            task = bar.add_task("", total=len(cohort))
             for k, patient in enumerate(cohort):
                 volumes = synthesize_volumes(patient.latents, patient.institution, _stream(seed, k, _IMAGE_STREAM))
                 _write_patient_volumes(volumes, tmp / IMAGES_DIR / patient.patient_id)
                 cohort_rows.append(_cohort_row(patient))
                 oracle_rows.append(_oracle_row(patient, volumes.expression))
-                if bar is not None:
-                    bar.advance(task)
+                bar.update(task, advance=1, description=patient.patient_id)
         cohort_table = pd.DataFrame(cohort_rows, columns=list(REQUIRED_COLUMNS))
         oracle_table = pd.DataFrame(oracle_rows, columns=list(ORACLE_COLUMNS))
         cohort_table.to_csv(tmp / COHORT_CSV, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
         oracle_table.to_csv(tmp / ORACLE_CSV, index=False, float_format=_FLOAT_FORMAT, lineterminator="\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     by_split = cohort_table.groupby("split")
     return SyntheticSummary(
@@ -952,19 +922,3 @@ def write_synthetic_cohort(out_dir: Path, patients: int = 64, seed: int = 7, *, 
     )
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    # mkdtemp creates 0700; a cohort folder should have the usual permissions.
-    os.chmod(tmp, 0o755)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
-def _progress(enabled: bool) -> Progress | contextlib.nullcontext[None]:
-    if not enabled:
-        return contextlib.nullcontext()
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -45,6 +45,7 @@ from hcc_exp.data.io import physical_extent_mm, read_volume, same_grid
 from hcc_exp.errors import (
     CohortError,
     CohortValidationError,
+    DicomSeriesError,
     DuplicatePatientError,
     EmptyMaskError,
     GridMismatchError,
@@ -342,6 +343,9 @@ def _read(path: Path, patient_id: str, errors: list[CohortError]) -> sitk.Image 
         return read_volume(path, patient_id=patient_id)
     except UnreadableVolumeError as exc:
         errors.append(UnreadableVolumeError(exc.message, patient_id=patient_id, path=exc.path or path))
+        return None
+    except DicomSeriesError as exc:  # a refused DICOM series (gap, tilt, scout, ...): reported by name
+        errors.append(exc)
         return None
 
 

@@ -59,17 +59,18 @@ from hcc_exp.evaluation.decision_curves import (
     binary_decision_curve,
     survival_decision_curve,
 )
-from hcc_exp.evaluation.risk_groups import RiskGroupComparison, compare_risk_groups, median_cut
+from hcc_exp.evaluation.risk_groups import RiskGroupComparison, compare_risk_groups
+from hcc_exp.evaluation.risk_model import fit_endpoint_risk_model
 from hcc_exp.evaluation.survival import (
     BreslowBaseline,
     TimeDependentAUC,
     calibration_by_risk_group,
-    fit_breslow,
     kaplan_meier_event_probability,
     mvi_reliability,
     time_dependent_auc,
     time_dependent_roc,
 )
+from hcc_exp.run_folder import RunFolder, resolve_recorded_path
 
 ENDPOINTS: tuple[str, ...] = ("os", "rfs")
 TIME_COLUMN = {"os": "os_time_days", "rfs": "rfs_time_days"}
@@ -84,7 +85,6 @@ ORACLE_COLUMNS: tuple[str, ...] = (
     "mvi_probability",
 )
 ORACLE_RISK = {"os": "os_linear_predictor", "rfs": "rfs_linear_predictor"}
-EVALUATION_DIR = "evaluation"
 NOT_ESTIMABLE = "n/e"
 
 
@@ -255,10 +255,10 @@ def run_oracle(run_dir: Path, meta: dict) -> dict[str, float] | None:
     """
     if not meta.get("cohort_dir") or not meta.get("cache_dir"):
         return None
-    oracle_path = _resolve(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
+    oracle_path = resolve_recorded_path(str(meta["cohort_dir"]), run_dir) / ORACLE_CSV
     if not oracle_path.is_file():
         return None
-    labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
+    labels = PreprocessedCohort.open(resolve_recorded_path(str(meta["cache_dir"]), run_dir)).labels
     return oracle_metrics(pd.read_csv(oracle_path, dtype={"patient_id": str}), labels)
 
 
@@ -289,8 +289,8 @@ def _evaluate_endpoint(
         breslow: BreslowBaseline | NotEstimable = NotEstimable("no training split")
         cut: float | NotEstimable = NotEstimable("no training split: no median risk cut")
     else:
-        breslow = fit_breslow(train[r_col], train[t_col], train[e_col])
-        cut = median_cut(train[r_col])
+        fitted = fit_endpoint_risk_model(train[r_col], train[t_col], train[e_col])  # the run's risk model
+        breslow, cut = fitted.breslow, fitted.cutoff
         record.put(f"train/{endpoint}/risk_cut", cut)
 
     for s_index, split in enumerate(SPLITS):
@@ -748,21 +748,8 @@ def _write_figures(
     )
 
 
-def _resolve(raw: str, run_dir: Path) -> Path:
-    """A path recorded in meta.json: absolute as written; a relative one belongs to the run's
-    project, so the run folder's ancestors are tried first (the nearest one holding it), and
-    the working directory last (another project's ``data/raw`` must not shadow the run's)."""
-    path = Path(raw)
-    if path.is_absolute():
-        return path
-    for ancestor in run_dir.resolve().parents:
-        if (ancestor / path).exists():
-            return ancestor / path
-    return path
-
-
 def _run_config(run_dir: Path) -> EvaluationConfig:
-    config_path = run_dir / "config.yaml"
+    config_path = RunFolder(run_dir).config_yaml
     if not config_path.is_file():
         return EvaluationConfig()
     try:
@@ -798,28 +785,23 @@ def evaluate_run(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     run_dir = Path(run_dir)
-    meta_path, predictions_path = run_dir / "meta.json", run_dir / "predictions.csv"
-    for needed in (meta_path, predictions_path):
-        if not needed.is_file():
-            raise RunFolderError(f"{run_dir} is not a finished run: {needed.name} missing")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunFolderError(f"{meta_path}: not valid JSON: {exc}") from exc
-    if "cache_dir" not in meta:
-        raise RunFolderError(f"{meta_path}: no 'cache_dir' key")
+    run = RunFolder(run_dir)
+    run.require(run.meta_json, run.predictions_csv)
+    meta = run.read_meta()
     cfg = cfg or _run_config(run_dir)
-    cache = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir))
+    cache = run.open_cache()
     labels = cache.labels
-    predictions = pd.read_csv(predictions_path, dtype={"patient_id": str})
+    predictions = run.read_predictions()
     oracle = run_oracle(run_dir, meta)
-    out_dir = run_dir / EVALUATION_DIR
+    out_dir = run.evaluation_dir
     # issue 16: subgroup / calibration-slope / Brier statistics, radiomics and combined baselines
     from hcc_exp.evaluation.extended import write_extended
+    from hcc_exp.evaluation.risk_model import RiskModel
 
+    risk_model = RiskModel.load(run.risk_model_json) if run.risk_model_json.is_file() else None
     if not show_progress:
         result = evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
-        return {**result, **write_extended(out_dir, predictions, labels, cache, None, cfg)}
+        return {**result, **write_extended(out_dir, predictions, labels, cache, risk_model, cfg)}
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]evaluate[/bold] {task.description}"),
@@ -837,6 +819,6 @@ def evaluate_run(
             progress=lambda name: bar.update(task, description=name),
         )
         extra = write_extended(
-            out_dir, predictions, labels, cache, None, cfg, progress=lambda name: bar.update(task, description=name)
+            out_dir, predictions, labels, cache, risk_model, cfg, progress=lambda name: bar.update(task, description=name)
         )
         return {**result, **extra}

@@ -40,17 +40,15 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from monai.visualize import GradCAM
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from hcc_exp.config import ExperimentConfig
 from hcc_exp.data.cache import REGIONS, PreprocessedCohort
 from hcc_exp.errors import ConfigError, UnknownPatientError
-from hcc_exp.interpretability.checkpoint import (
-    BEST_CHECKPOINT,
+from hcc_exp.inference.checkpoint import (
+    TrainedNetwork,
     cache_spacing_zyx_mm,
     load_trained_network,
-    open_run_cache,
 )
 from hcc_exp.interpretability.regions import (
     ANALYSIS_REGIONS,
@@ -64,6 +62,8 @@ from hcc_exp.interpretability.regions import (
     region_statistics,
 )
 from hcc_exp.models import HCCMultiTaskNet
+from hcc_exp.progress import patient_progress
+from hcc_exp.run_folder import RunFolder
 
 HEADS: tuple[str, ...] = ("os", "rfs", "mvi")
 HEAD_TITLES: dict[str, str] = {"os": "OS risk", "rfs": "RFS risk", "mvi": "MVI present"}
@@ -71,7 +71,6 @@ HEAD_SCORE_COLUMN: dict[str, int] = {"os": 0, "rfs": 1, "mvi": 3}
 """Column of :class:`HeadScores`' output explained for each head (class_idx of Grad-CAM)."""
 SPLIT_ORDER: tuple[str, ...] = ("train", "internal", "external")
 SPLIT_TITLES: dict[str, str] = {"train": "Training", "internal": "Internal validation", "external": "External test"}
-CAM_DIR = "cam"
 CAM_COLORMAP = colormaps["inferno"]
 CAM_MAX_ALPHA = 0.7
 """Opacity of the CAM overlay at its largest value (0 at zero, square-root ramp between)."""
@@ -335,6 +334,33 @@ def patient_cams(
     return {head: m[0].cpu().numpy() for head, m in maps.items()}
 
 
+def write_patient_cams(
+    trained: TrainedNetwork, image: np.ndarray, masks: np.ndarray, patient_id: str, out_dir: Path
+) -> dict[str, Path]:
+    """One Grad-CAM overlay per head of a predicted patient, ``out_dir/cam_<head>.png``.
+
+    The :data:`hcc_exp.inference.predict.Explainer` of ``hcc-exp predict``: ``image (P, D, H, W)``
+    and ``masks (P, R, D, H, W)`` are the preprocessed arrays the network saw.
+
+    Returns:
+        ``{"cam_<head>": png}`` per head.
+    """
+    config = trained.config
+    cams = patient_cams(trained.network, image, masks)
+    written = {}
+    for head in HEADS:
+        written[f"cam_{head}"] = plot_cam_overlay(
+            image,
+            cams[head],
+            masks,
+            config.phases,
+            tuple(config.preprocess.spacing_mm),
+            Path(out_dir) / f"cam_{head}.png",
+            title=f"Patient {patient_id}: Grad-CAM of the {HEAD_TITLES[head]} head",
+        )
+    return written
+
+
 def _pct(mean: float, sd: float) -> str:
     if not np.isfinite(mean):
         return "n/a"
@@ -418,21 +444,19 @@ def run_cams(run_dir: Path | str, patient_ids: Sequence[str] | None = None, max_
         RunFolderError: missing checkpoint, meta.json or cache.
         UnknownPatientError: a named patient is not in the cache.
     """
-    run_dir = Path(run_dir)
-    trained = load_trained_network(run_dir / BEST_CHECKPOINT)
+    run = RunFolder(Path(run_dir))
+    trained = load_trained_network(run.best_checkpoint)
     config, network = trained.config, trained.network
-    cohort = open_run_cache(run_dir)
+    cohort = run.open_cache()
     phase_index = _phase_index(cohort, config)
     spacing = cache_spacing_zyx_mm(cohort, config)
     chosen = select_patients(cohort, patient_ids, max_patients)
     split_of = dict(zip(cohort.labels["patient_id"].astype(str), cohort.labels["split"].astype(str), strict=True))
-    out_dir = run_dir / CAM_DIR
+    out_dir = run.cam_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     frames = []
-    with Progress(
-        TextColumn("Grad-CAM {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-    ) as bar:
+    with patient_progress("Grad-CAM") as bar:
         task = bar.add_task("patients", total=len(chosen))
         for pid in chosen:
             image, masks = cohort.load(pid)

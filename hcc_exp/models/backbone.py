@@ -36,10 +36,42 @@ from torch import Tensor, nn
 from hcc_exp.config import PoolingStrategy, RoiStrategy
 from hcc_exp.data.cache import REGIONS
 from hcc_exp.errors import ConfigError
-from hcc_exp.models.roi_stem import ACT, NORM, ROI_BRANCHES, RoiEnhancementStem, region_masks
+from hcc_exp.models.roi_stem import (
+    ACT,
+    NORM,
+    ROI_BRANCHES,
+    Formulation,
+    RoiEnhancementStem,
+    region_masks,
+    region_masks_reference,
+)
 
 REGION_WEIGHT_EPS = 1e-6
 """Added to a region's total weight: an empty region pools to zero instead of NaN."""
+
+
+def cell_shares(regions: Tensor, spatial: Sequence[int]) -> Tensor:
+    """Share of each region in every cell of a coarse grid: ``adaptive_avg_pool`` to ``spatial``.
+
+    Args:
+        regions: ``(N, K, *S)`` region masks in [0, 1].
+        spatial: the coarse grid ``s`` (2 or 3 sides).
+
+    Returns:
+        ``(N, K, *s)``. When every side of ``S`` is a multiple of the side of ``s`` (the
+        default 48^3 crop on a 3^3 map), the cells are disjoint blocks and the shares are block
+        means of a reshaped view (no pooling kernel); otherwise ``adaptive_avg_pool``.
+
+    >>> cell_shares(torch.arange(16.0).reshape(1, 1, 4, 4), (2, 2)).flatten().tolist()
+    [2.5, 4.5, 10.5, 12.5]
+    """
+    big = regions.shape[2:]
+    if all(n % m == 0 for n, m in zip(big, spatial, strict=True)):
+        blocks = [d for n, m in zip(big, spatial, strict=True) for d in (m, n // m)]
+        view = regions.reshape(*regions.shape[:2], *blocks)
+        return view.mean(dim=tuple(range(3, 3 + 2 * len(spatial), 2)))
+    pool = F.adaptive_avg_pool3d if len(spatial) == 3 else F.adaptive_avg_pool2d
+    return pool(regions, tuple(spatial))
 
 
 def region_average(feature_map: Tensor, regions: Tensor) -> Tensor:
@@ -49,12 +81,24 @@ def region_average(feature_map: Tensor, regions: Tensor) -> Tensor:
         feature_map: ``(N, C, *s)`` features on a coarse grid.
         regions: ``(N, K, *S)`` region masks in [0, 1] on the input grid (``S`` a multiple of
             ``s`` or larger); each is reduced to the share of the region in every cell of
-            ``s`` by adaptive average pooling.
+            ``s`` (:func:`cell_shares`).
 
     Returns:
         ``(N, K * C)``: region-major, ``[region 0 channels..., region 1 channels..., ...]``.
-        A region absent from a sample gives zeros.
+        A region absent from a sample gives zeros. The weighted sums are one batched matrix
+        product ``(N, K, cells) @ (N, cells, C)``.
+
+    >>> fmap = torch.tensor([1.0, 3.0]).reshape(1, 1, 2, 1)  # two cells with values 1 and 3
+    >>> region_average(fmap, torch.tensor([1.0, 0.0, 0.0, 0.0]).reshape(1, 1, 4, 1)).tolist()  # doctest: +ELLIPSIS
+    [[0.99999...]]
     """
+    weights = cell_shares(regions.to(feature_map.dtype), feature_map.shape[2:]).flatten(2)  # (N, K, cells)
+    sums = torch.bmm(weights, feature_map.flatten(2).transpose(1, 2))  # (N, K, C)
+    return (sums / (weights.sum(-1, keepdim=True) + REGION_WEIGHT_EPS)).flatten(1)
+
+
+def region_average_reference(feature_map: Tensor, regions: Tensor) -> Tensor:
+    """:func:`region_average` as written at commit fd7cd16 (adaptive pooling and einsum)."""
     spatial = feature_map.shape[2:]
     pool = F.adaptive_avg_pool3d if len(spatial) == 3 else F.adaptive_avg_pool2d
     weights = pool(regions.to(feature_map.dtype), spatial).flatten(2)  # (N, K, cells)
@@ -140,6 +184,8 @@ class PhaseSharedBackbone(nn.Module):
         pooling: ``global`` average (the paper's DenseNet) or one average per ROI region
             (see :func:`region_average`); ``out_features_per_phase`` is the encoder's channels
             times the number of regions of ``roi``.
+        formulation: ``fast`` (default) or ``reference`` (the operators of commit fd7cd16,
+            same function; see :class:`~hcc_exp.models.roi_stem.RoiEnhancementStem`).
 
     Shapes:
         ``forward(image (B, P, D, H, W), masks (B, P, R, D, H, W)) -> (B, P * out_features_per_phase)``.
@@ -160,6 +206,7 @@ class PhaseSharedBackbone(nn.Module):
         dropout: float,
         n_slices: int = 1,
         pooling: PoolingStrategy = "global",
+        formulation: Formulation = "fast",
     ) -> None:
         super().__init__()
         if pooling not in ("global", "regions"):
@@ -172,8 +219,11 @@ class PhaseSharedBackbone(nn.Module):
         self.dims = dims
         self.n_slices = n_slices
         self.pooling = pooling
+        self.formulation = formulation
         spatial_dims = 3 if dims == "3d" else 2
-        self.stem = RoiEnhancementStem(roi, stem_channels, init_features, spatial_dims=spatial_dims)
+        self.stem = RoiEnhancementStem(
+            roi, stem_channels, init_features, spatial_dims=spatial_dims, formulation=formulation
+        )
         self.encoder = DenseNetEncoder(
             spatial_dims, init_features, growth_rate, block_config, bn_size, dropout
         )
@@ -220,10 +270,16 @@ class PhaseSharedBackbone(nn.Module):
             ``(N, out_features_per_phase)``.
         """
         image = image.unsqueeze(1)
+        if self.formulation == "reference":
+            regions = region_masks_reference(masks, self.stem.strategy, image)
+            feature_map = self.encoder.features(self.stem(image, regions))
+            if self.pooling == "global":
+                return self.encoder.pool(feature_map)
+            return region_average_reference(feature_map, regions)
         regions = region_masks(masks, self.stem.strategy, image)
         feature_map = self.encoder.features(self.stem(image, regions))
         if self.pooling == "global":
-            return self.encoder.pool(feature_map)
+            return feature_map.flatten(2).mean(dim=-1)  # = adaptive average pooling to 1
         return region_average(feature_map, regions)
 
     def forward(self, image: Tensor, masks: Tensor | None) -> Tensor:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
-from hcc_exp.config import ExperimentConfig
+from hcc_exp.config import ExperimentConfig, ModelConfig, RoiStrategy
 from hcc_exp.models.backbone import PhaseSharedBackbone
 
 
@@ -65,14 +66,17 @@ class HCCMultiTaskNet(nn.Module):
                 tumour); may be None when ``roi == "none"``.
 
         Returns:
-            :class:`MultiTaskOutput`.
+            :class:`MultiTaskOutput`, float32 also under mixed-precision autocast: the heads
+            run in float32 (the Cox losses rank risks, and bf16 keeps 8 bits of them).
         """
         features = self.head_dropout(self.backbone(image, masks))
-        return MultiTaskOutput(
-            os_risk=self.os_head(features).squeeze(-1),
-            rfs_risk=self.rfs_head(features).squeeze(-1),
-            mvi_logits=self.mvi_head(features),
-        )
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.to(self.os_head.weight.dtype)  # bf16 under autocast -> the heads' float32
+            return MultiTaskOutput(
+                os_risk=self.os_head(features).squeeze(-1),
+                rfs_risk=self.rfs_head(features).squeeze(-1),
+                mvi_logits=self.mvi_head(features),
+            )
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -87,17 +91,21 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_model(config: ExperimentConfig, *, n_slices_2d: int = 1) -> HCCMultiTaskNet:
-    """Build the network described by ``config`` (phases, roi, model preset and overrides).
+def build_network(
+    model: ModelConfig, *, phases: tuple[str, ...], roi: RoiStrategy, n_slices_2d: int = 1
+) -> HCCMultiTaskNet:
+    """Build the network of a model section for the given phases and ROI strategy.
 
     Args:
-        config: the experiment config; ``config.model`` is resolved against its preset.
+        model: the architecture; resolved against its preset here.
+        phases: the input's CT phases (their number sets the feature width).
+        roi: ROI strategy of the stem.
         n_slices_2d: for ``model.dims == "2d"``: central axial slices per phase (features averaged).
     """
-    model_cfg = config.model.resolved()
+    model_cfg = model.resolved()
     backbone = PhaseSharedBackbone(
-        n_phases=len(config.phases),
-        roi=config.roi,
+        n_phases=len(phases),
+        roi=roi,
         dims=model_cfg.dims,
         stem_channels=model_cfg.stem_channels,
         init_features=model_cfg.init_features,
@@ -107,5 +115,11 @@ def build_model(config: ExperimentConfig, *, n_slices_2d: int = 1) -> HCCMultiTa
         dropout=model_cfg.dropout,
         n_slices=n_slices_2d,
         pooling=model_cfg.pooling,
+        formulation=model_cfg.formulation,
     )
     return HCCMultiTaskNet(backbone, dropout=model_cfg.dropout)
+
+
+def build_model(config: ExperimentConfig, *, n_slices_2d: int = 1) -> HCCMultiTaskNet:
+    """:func:`build_network` of ``config.model``, ``config.phases`` and ``config.roi``."""
+    return build_network(config.model, phases=config.phases, roi=config.roi, n_slices_2d=n_slices_2d)

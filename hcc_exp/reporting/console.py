@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich import box
@@ -71,3 +72,30 @@ def render_evaluation(run_dir: Path, metrics: dict, console: Console) -> None:
     console.print(table)
     console.print("* OS share of the oracle margin: (model - 0.5) / (oracle - 0.5)")
     console.print(f"Tables and figures: {Path(run_dir) / 'evaluation'}")
+
+
+def render_synthetic_summary(summary, console: Console, oracle: Mapping[str, float] | None = None) -> None:
+    """Per-split counts and event rates of a written synthetic cohort (``SyntheticSummary``).
+
+    ``oracle``: flat ``"<split>/<task>/<metric>"`` metrics of the true linear predictors; when
+    given, the oracle's OS / RFS C-index and MVI AUC get a column each.
+    """
+    table = Table(title=f"Synthetic cohort {summary.cohort_dir} (seed {summary.seed}, v{summary.version})")
+    columns = ["split", "n", "OS events", "RFS events", "MVI+"]
+    oracle_keys = [("oracle OS C", "os", "c_index"), ("oracle RFS C", "rfs", "c_index"), ("oracle MVI AUC", "mvi", "auc")]
+    if oracle is not None:
+        columns += [title for title, _, _ in oracle_keys]
+    for col in columns:
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split in SPLITS:
+        row = [
+            split,
+            str(summary.n_per_split[split]),
+            f"{summary.os_event_rate[split]:.0%}",
+            f"{summary.rfs_event_rate[split]:.0%}",
+            f"{summary.mvi_rate[split]:.0%}",
+        ]
+        if oracle is not None:
+            row += [_fmt(oracle.get(f"{split}/{task}/{metric}")) for _, task, metric in oracle_keys]
+        table.add_row(*row)
+    console.print(table)

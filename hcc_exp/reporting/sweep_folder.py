@@ -13,7 +13,6 @@ table in :mod:`hcc_exp.reporting.tables`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +24,13 @@ import yaml
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.errors import HccExpError, RunFolderError, SweepError
 from hcc_exp.evaluation.evaluate import oracle_shares, run_oracle
+from hcc_exp.run_folder import EVALUATION_DIR, META_JSON, METRICS_JSON, RunFolder, iter_run_folders
 
 SWEEP_YAML = "sweep.yaml"
 TRIALS_CSV = "trials.csv"
 RUNS_DIR = "runs"
-METRICS_JSON = "metrics.json"
-META_JSON = "meta.json"
-PREDICTIONS_CSV = "predictions.csv"
-EVALUATION_DIR = "evaluation"
 TRIAL_STATES: tuple[str, ...] = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
 TRIAL_COLUMNS: tuple[str, ...] = ("number", "arm", "seed", "state")
-PREDICTION_COLUMNS: tuple[str, ...] = ("patient_id", "split", "os_risk", "rfs_risk", "mvi_prob")
 DEFAULT_OBJECTIVE = "internal/os/c_index"
 
 Direction = Literal["maximize", "minimize"]
@@ -145,16 +140,6 @@ class SweepFolder:
 
 
 # --------------------------------------------------------------------------- readers
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: cannot read JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{path}: expected a JSON object")
-    return data
-
-
 def _as_float(value: Any) -> float:
     try:
         return float(value)
@@ -171,15 +156,11 @@ def read_run_metrics(run_dir: Path) -> dict[str, float]:
     Raises:
         RunFolderError: ``metrics.json`` is missing or unreadable.
     """
-    path = run_dir / METRICS_JSON
-    if not path.is_file():
-        raise RunFolderError(f"run folder {run_dir} has no {METRICS_JSON}")
-    metrics = {k: _as_float(v) for k, v in _read_json(path).items()}
-    evaluation = run_dir / EVALUATION_DIR / METRICS_JSON
-    if evaluation.is_file():
-        for key, value in _read_json(evaluation).items():
-            if not isinstance(value, dict | list):
-                metrics.setdefault(key, _as_float(value))
+    run = RunFolder(run_dir)
+    metrics = {k: _as_float(v) for k, v in run.read_metrics().items()}
+    for key, value in (run.read_evaluation_metrics() or {}).items():
+        if not isinstance(value, dict | list):
+            metrics.setdefault(key, _as_float(value))
     return metrics
 
 
@@ -189,14 +170,7 @@ def read_predictions(run_dir: Path) -> pd.DataFrame:
     Raises:
         RunFolderError: the file is missing or lacks a column.
     """
-    path = run_dir / PREDICTIONS_CSV
-    if not path.is_file():
-        raise RunFolderError(f"run folder {run_dir} has no {PREDICTIONS_CSV}")
-    frame = pd.read_csv(path, dtype={"patient_id": str})
-    missing = [c for c in ("patient_id", "split") if c not in frame.columns]
-    if missing:
-        raise RunFolderError(f"{path}: missing column(s) {missing}")
-    return frame
+    return RunFolder(run_dir).read_predictions()
 
 
 def read_labels(cache_dir: Path) -> pd.DataFrame:
@@ -242,9 +216,9 @@ def _resolve_run_dir(sweep_dir: Path, run_dir: Any, number: Any) -> Path | None:
 
 def _trials_from_run_folders(sweep_dir: Path) -> pd.DataFrame:
     rows = []
-    for meta_path in sorted((sweep_dir / RUNS_DIR).glob(f"*/{META_JSON}")):
-        meta = _read_json(meta_path)
-        run_dir = meta_path.parent
+    for run in iter_run_folders(sweep_dir / RUNS_DIR):
+        meta = run.read_meta()
+        run_dir = run.root
         rows.append(
             {
                 "number": meta.get("trial", meta.get("number")),
@@ -314,7 +288,7 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
             continue
         try:
             metrics = read_run_metrics(run_dir)
-            meta = _read_json(run_dir / META_JSON) if (run_dir / META_JSON).is_file() else {}
+            meta = RunFolder(run_dir).read_meta() if (run_dir / META_JSON).is_file() else {}
         except RunFolderError as exc:
             notes.append(f"{label}: {exc}; skipped")
             continue

@@ -90,7 +90,7 @@ def _count_parameters(checkpoint: Path) -> int | None:
     """Trainable parameters of the inference network restored from ``best.ckpt`` (None without one)."""
     if not checkpoint.is_file():
         return None
-    from hcc_exp.interpretability.checkpoint import load_trained_network
+    from hcc_exp.inference.checkpoint import load_trained_network
 
     network = load_trained_network(checkpoint).network
     return int(sum(p.numel() for p in network.parameters() if p.requires_grad))
@@ -102,7 +102,6 @@ def read_run(run_dir: Path | str, agreement_dir: Path | str | None = None) -> Ru
     Raises:
         RunFolderError: ``meta.json`` or ``config.yaml`` missing or malformed.
     """
-    from hcc_exp.data.cache import PreprocessedCohort
     from hcc_exp.reporting.cohort_table import build_table1
 
     run_dir = Path(run_dir)
@@ -118,10 +117,10 @@ def read_run(run_dir: Path | str, agreement_dir: Path | str | None = None) -> Ru
     metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     labels = None
     if meta.get("cache_dir"):
-        from hcc_exp.evaluation.evaluate import _resolve
+        from hcc_exp.run_folder import RunFolder
 
         try:
-            labels = PreprocessedCohort.open(_resolve(str(meta["cache_dir"]), run_dir)).labels
+            labels = RunFolder(run_dir).open_cache().labels
         except RunFolderError:
             labels = None
     predictions_path = run_dir / "predictions.csv"

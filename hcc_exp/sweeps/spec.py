@@ -46,7 +46,7 @@ from pydantic import (
     model_validator,
 )
 
-from hcc_exp.config import ExperimentConfig, build_config, valid_keys
+from hcc_exp.config import ExperimentConfig, build_config, read_yaml, valid_keys
 from hcc_exp.errors import ConfigError
 
 Method = Literal["grid", "random", "bayes"]
@@ -463,13 +463,7 @@ def _load_base(base: str | None, source: str) -> tuple[dict[str, Any], Path | No
     path = path if path.is_absolute() else Path.cwd() / path
     if not path.is_file():
         raise ConfigError(f"{source}: base config {base} not found (looked at {path}; relative to the cwd)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return raw, path.resolve()
+    return read_yaml(path), path.resolve()
 
 
 def resolve_sweep(
@@ -548,11 +542,6 @@ def load_sweep_spec(
         ConfigError: the file is missing, not YAML, or invalid (see :func:`resolve_sweep`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, kind="sweep file", mapping=False)
     spec = parse_sweep_spec(raw, source=str(path))
     return resolve_sweep(spec, source=str(path), overrides=overrides, seeds=seeds, name=name)

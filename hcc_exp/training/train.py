@@ -2,14 +2,22 @@
 
 The CLI (``hcc-exp train``), the DVC ``train`` stage and every sweep trial call this
 function. It validates and preprocesses the cohort when needed (both are cached
-no-ops otherwise), trains with Lightning, and writes a run folder::
+no-ops otherwise), trains with Lightning, and writes a run folder (layout:
+:mod:`hcc_exp.run_folder`)::
 
     runs/<run_id>/config.yaml, meta.json, metrics.json, predictions.csv,
-                  checkpoints/best.ckpt, logs/metrics.csv
+                  checkpoints/best.ckpt, checkpoints/risk_model.json, logs/metrics.csv
+
+The run is written in a hidden staging folder beside the target and moved into place only
+when complete (:class:`~hcc_exp.run_folder.StagedRunFolder`): a failed run leaves no
+half-written run folder. Checkpoints are written atomically (:class:`AtomicCheckpointIO`)
+and hold no machine path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -19,6 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,23 +35,26 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from sklearn.metrics import roc_auc_score
 
 import hcc_exp
 from hcc_exp.config import ExperimentConfig
+from hcc_exp.data import contract, validate
 from hcc_exp.data.cache import PreprocessedCohort
+from hcc_exp.data.contract import COHORT_CSV
 from hcc_exp.data.datamodule import HccDataModule
-from hcc_exp.errors import RunFolderError
-from hcc_exp.interpretability.risk_model import RISK_MODEL_JSON, fit_risk_model
-from hcc_exp.tracking import Tracker, TrackingCallback, data_version, git_state, make_tracker
+from hcc_exp.data.io import atomic_path
+from hcc_exp.data.preprocess import hash_cohort_inputs, preprocess_cohort
+from hcc_exp.data.validate import require_valid
+from hcc_exp.errors import MissingFileError, RunFolderError
+from hcc_exp.evaluation.risk_model import fit_risk_model
+from hcc_exp.run_folder import BEST_CHECKPOINT, RunFolder, StagedRunFolder
+from hcc_exp.tracking import Tracker, data_version, git_state, make_tracker
+from hcc_exp.tracking.callback import TrackingCallback
 from hcc_exp.training.module import MultiTaskModule, concat_outputs, epoch_metrics
+from hcc_exp.vocabulary import SPLITS
 
-SPLITS = ("train", "internal", "external")
-PREDICTIONS_CSV = "predictions.csv"
-METRICS_JSON = "metrics.json"
-META_JSON = "meta.json"
-CONFIG_YAML = "config.yaml"
-BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
 MONITOR = "val/loss"
 
 
@@ -91,10 +103,11 @@ def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> Prepro
     the cohort's bytes and of the validator's source: a sweep validates once, and any
     change to a file, or to the rules, validates again.
     """
-    from hcc_exp.data.io import atomic_path
-    from hcc_exp.data.preprocess import hash_cohort_inputs, preprocess_cohort
-    from hcc_exp.data.validate import require_valid
-
+    cohort_dir = Path(config.data.cohort_dir)
+    if not cohort_dir.is_dir():
+        raise MissingFileError("cohort folder does not exist (config key data.cohort_dir)", path=cohort_dir)
+    if not (cohort_dir / COHORT_CSV).is_file():
+        require_valid(cohort_dir, progress=progress)  # raises, naming what is missing
     input_hash = hash_cohort_inputs(config.data.cohort_dir)
     marker = validation_memo_dir() / f"{input_hash[:32]}-{_validator_hash()}"
     if not marker.is_file():
@@ -107,10 +120,6 @@ def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> Prepro
 
 
 def _validator_hash() -> str:
-    import hashlib
-
-    from hcc_exp.data import contract, validate
-
     digest = hashlib.blake2b(digest_size=8)
     for module in (contract, validate):
         digest.update(Path(module.__file__).read_bytes())
@@ -131,6 +140,10 @@ def train(
 ) -> TrainResult:
     """Train the multi-task model described by ``config`` and write its run folder.
 
+    The run's files are written in a staging folder beside ``run_dir`` and moved into place
+    at the end; a failure (bad cohort, crash, interruption) leaves no run folder behind (an
+    existing ``run_dir``, e.g. ``runs/demo`` of an earlier run, stays as it was).
+
     Args:
         config: the experiment (model, losses, augmentation, trainer, data paths).
         run_dir: run folder; default ``<tracking.runs_dir>/<new run id>``.
@@ -139,100 +152,152 @@ def train(
         cohort: an already opened cache (skips validation and preprocessing).
         progress: show Rich progress bars.
         group, job_type, tags: tracking metadata (a sweep passes its name and arm).
+
+    Raises:
+        OutputFolderError: ``run_dir`` is a file or cannot be written (before any work).
+        CohortError, CohortValidationError: the cohort folder is missing or invalid.
     """
     started = time.perf_counter()
     _quiet_lightning(verbose=progress)
-    pl.seed_everything(config.seed, workers=True, verbose=False)
-    cohort = cohort if cohort is not None else prepare_cohort(config, progress=progress)
-    run_dir = Path(run_dir) if run_dir is not None else config.tracking.runs_dir / new_run_id()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_YAML).write_text(config.to_yaml(), encoding="utf-8")
-    repo_root = Path.cwd()
-    git = git_state(repo_root)
-    meta = {
-        "run_id": run_dir.name,
-        "hcc_exp_version": hcc_exp.__version__,
-        "git_commit": git.get("commit"),
-        "git_dirty": git.get("dirty"),
-        "data_version": data_version(repo_root),
-        "cohort_dir": str(Path(config.data.cohort_dir).resolve()),
-        "cache_dir": str(cohort.root.resolve()),
-        "cache_key": cohort.cache_key,
-        "input_hash": cohort.manifest.get("input_hash"),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "group": group,
-        "job_type": job_type,
-        "tags": list(tags or []),
-    }
-    _write_json(run_dir / META_JSON, meta)
+    target = Path(run_dir) if run_dir is not None else config.tracking.runs_dir / new_run_id()
+    with StagedRunFolder(target) as staged:
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        cohort = cohort if cohort is not None else prepare_cohort(config, progress=progress)
+        stage = staged.stage
+        stage.write_text(stage.config_yaml, config.to_yaml())
+        repo_root = Path.cwd()
+        git = git_state(repo_root)
+        meta = {
+            "run_id": target.name,
+            "hcc_exp_version": hcc_exp.__version__,
+            "git_commit": git.get("commit"),
+            "git_dirty": git.get("dirty"),
+            "data_version": data_version(repo_root),
+            "cohort_dir": str(Path(config.data.cohort_dir).resolve()),
+            "cache_dir": str(cohort.root.resolve()),
+            "cache_key": cohort.cache_key,
+            "input_hash": cohort.manifest.get("input_hash"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "group": group,
+            "job_type": job_type,
+            "tags": list(tags or []),
+        }
+        stage.write_json(stage.meta_json, meta)
 
-    tracker = tracker if tracker is not None else make_tracker(config.tracking)
-    tracker.start(
-        run_id=run_dir.name,
-        run_dir=run_dir,
-        config=config.to_flat_dict(),
-        group=group,
-        job_type=job_type,
-        tags=list(tags or []) + [f"cache:{cohort.cache_key}"],
-    )
-    exit_code = 1
-    try:
-        result = _fit_and_predict(config, cohort, run_dir, tracker, callbacks or [], progress)
-        result.seconds = time.perf_counter() - started
-        meta.update(
-            finished=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=round(result.seconds, 2),
-            best_epoch=result.best_epoch,
-            epochs_trained=result.epochs_trained,
+        tracker = tracker if tracker is not None else make_tracker(config.tracking)
+        # The tracker writes in the final folder (its W&B files must not move while W&B runs);
+        # the run's own files stay staged until the run is complete.
+        tracker.start(
+            run_id=target.name,
+            run_dir=target,
+            config=config.to_flat_dict(),
+            group=group,
+            job_type=job_type,
+            tags=list(tags or []) + [f"cache:{cohort.cache_key}"],
         )
-        _write_json(run_dir / META_JSON, meta)
-        tracker.log_summary(result.metrics)
-        tracker.log_checkpoint(
-            run_dir / BEST_CHECKPOINT,
-            name=f"model-{run_dir.name}",
-            metadata={"best_epoch": result.best_epoch, "cache_key": cohort.cache_key},
-        )
-        exit_code = 0
-        return result
-    finally:
-        tracker.finish(exit_code=exit_code)
+        exit_code = 1
+        try:
+            result = _fit_and_predict(config, cohort, stage, tracker, callbacks or [], progress)
+            result.seconds = time.perf_counter() - started
+            meta.update(
+                finished=datetime.now(UTC).isoformat(timespec="seconds"),
+                seconds=round(result.seconds, 2),
+                best_epoch=result.best_epoch,
+                epochs_trained=result.epochs_trained,
+            )
+            stage.write_json(stage.meta_json, meta)
+            run = staged.publish()
+            result.run_dir = run.root
+            tracker.log_summary(result.metrics)
+            tracker.log_checkpoint(
+                run.best_checkpoint,
+                name=f"model-{target.name}",
+                metadata={"best_epoch": result.best_epoch, "cache_key": cohort.cache_key},
+            )
+            exit_code = 0
+            return result
+        finally:
+            tracker.finish(exit_code=exit_code)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written atomically and without machine paths.
+
+    * Atomic: serialised in memory, written to a temporary file beside the target and renamed
+      (:func:`~hcc_exp.data.io.atomic_path`): a full disk or a kill leaves the previous
+      ``best.ckpt`` (or none), never a truncated one.
+    * Portable: ``ModelCheckpoint``'s state (its ``dirpath``, ``best_model_path`` and
+      ``best_k_models`` are absolute paths, here of the staging folder) is dropped; nothing
+      reads it (runs are not resumed from ``best.ckpt``; prediction, Grad-CAM and evaluation
+      need the weights and ``hyper_parameters`` only). ``checkpoints/`` is a DVC output.
+    * ``torch.load(best.ckpt, weights_only=True)`` keeps working: the payload is unchanged
+      otherwise, and serialising through a buffer keeps the archive's internal folder name
+      ``archive`` (torch.save names it after the file, which here would be a random temp name).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        payload = portable_checkpoint(checkpoint)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        with atomic_path(Path(path)) as tmp:
+            with open(tmp, "wb") as handle:
+                handle.write(buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def portable_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` without the callback states that hold absolute paths (``ModelCheckpoint``'s)."""
+    callbacks = checkpoint.get("callbacks")
+    if not isinstance(callbacks, dict):
+        return checkpoint
+    kept = {key: state for key, state in callbacks.items() if not str(key).startswith("ModelCheckpoint")}
+    return {**checkpoint, "callbacks": kept}
 
 
 def _fit_and_predict(
     config: ExperimentConfig,
     cohort: PreprocessedCohort,
-    run_dir: Path,
+    run: RunFolder,
     tracker: Tracker,
     extra_callbacks: list[Callback],
     progress: bool,
 ) -> TrainResult:
     datamodule = HccDataModule(cohort, config)
-    module = MultiTaskModule(config.model_dump(mode="json"))
+    module = MultiTaskModule.from_config(config)
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / BEST_CHECKPOINT.parent,
+        dirpath=run.checkpoints_dir,
         filename=BEST_CHECKPOINT.stem,
-        monitor=MONITOR,
-        mode="min",
+        monitor=config.trainer.monitor,
+        mode=config.trainer.monitor_mode,
         save_top_k=1,
         enable_version_counter=False,
     )
     callbacks: list[Callback] = [
         checkpoint,
-        EarlyStopping(monitor=MONITOR, mode="min", patience=config.trainer.patience, check_finite=False),
+        EarlyStopping(
+            monitor=config.trainer.monitor,
+            mode=config.trainer.monitor_mode,
+            patience=config.trainer.patience,
+            check_finite=False,
+        ),
         TrackingCallback(tracker),
         *extra_callbacks,
     ]
     if progress:
         callbacks.append(RichProgressBar(leave=False))
     trainer = pl.Trainer(
-        default_root_dir=run_dir,
+        default_root_dir=run.root,
         max_epochs=config.trainer.max_epochs,
         accelerator=config.trainer.accelerator,
         devices=1,
         precision=config.trainer.precision,
         deterministic=True,
-        logger=CSVLogger(save_dir=run_dir, name="logs", version="", flush_logs_every_n_steps=10),
+        logger=CSVLogger(save_dir=run.root, name=run.logs_dir.name, version="", flush_logs_every_n_steps=10),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -242,7 +307,7 @@ def _fit_and_predict(
     )
     trainer.fit(module, datamodule=datamodule)
     if not checkpoint.best_model_path:
-        raise RunFolderError(f"training in {run_dir} produced no checkpoint (no validation epoch ran)")
+        raise RunFolderError(f"training for {run.root} produced no checkpoint (no validation epoch ran)")
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     module.eval()
@@ -278,17 +343,21 @@ def _fit_and_predict(
             else:
                 metrics[f"{split}/{key}"] = value
     predictions = pd.concat(frames, ignore_index=True)
-    predictions.to_csv(run_dir / PREDICTIONS_CSV, index=False, float_format="%.8g")
+    run.write_csv(run.predictions_csv, predictions, float_format="%.8g")
     # Risk-group cut-offs and Breslow baselines travel with the checkpoint for `hcc-exp predict`.
-    fit_risk_model(predictions, cohort.labels, config.evaluation.horizons_days).save(run_dir / RISK_MODEL_JSON)
+    fit_risk_model(predictions, cohort.labels, config.evaluation.horizons_days).save(run.risk_model_json)
     epochs_trained = int(trainer.current_epoch)
     metrics.update(
         best_epoch=float(best_epoch),
         epochs_trained=float(epochs_trained),
-        **{"val/loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")},
+        **{
+            config.trainer.monitor: float(checkpoint.best_model_score)
+            if checkpoint.best_model_score is not None
+            else float("nan")
+        },
     )
-    _write_json(run_dir / METRICS_JSON, metrics)
-    return TrainResult(run_dir=run_dir, metrics=metrics, best_epoch=best_epoch, epochs_trained=epochs_trained)
+    run.write_json(run.metrics_json, metrics)
+    return TrainResult(run_dir=run.root, metrics=metrics, best_epoch=best_epoch, epochs_trained=epochs_trained)
 
 
 def _quiet_lightning(verbose: bool) -> None:
@@ -302,17 +371,3 @@ def _quiet_lightning(verbose: bool) -> None:
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device) for key, value in batch.items()}
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default, allow_nan=True), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

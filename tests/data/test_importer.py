@@ -384,7 +384,7 @@ def test_docstring_yaml_example_is_a_valid_mapping(tmp_path: Path):
     mapping = ImportMapping.from_yaml(path)
     assert mapping.columns["os_time_days"] == "OS_days"
     assert mapping.values["os_event"] == {"yes": 1, "no": 0}
-    assert mapping.phases == PHASE_STEMS
+    assert {p: s.folder for p, s in mapping.phases.items()} == PHASE_STEMS
     assert mapping.masks.stem("tumour", "arterial", "ART") == "ART_tumour"
     assert mapping.masks.per_phase("tumour") and not mapping.masks.per_phase("liver")
     assert mapping.folder_column == "Folder" and mapping.drop_columns == ["Name", "DOB"]
@@ -554,7 +554,7 @@ def test_cli_style_errors_carry_no_temporary_paths(nifti_src: Path, tmp_path: Pa
     with pytest.raises(CohortValidationError) as info:
         import_cohort(nifti_src, dst, _mapping(), progress=False)
     kinds = {(type(p).__name__, p.patient_id, Path(p.path).name) for p in info.value.problems}
-    assert ("GridMismatchError", "HCC-002", "liver.nii.gz") in kinds
+    assert ("MaskGridMismatchError", "HCC-002", "liver.nii.gz") in kinds  # found while importing
     assert ("NonBinaryMaskError", "HCC-003", "liver.nii.gz") in kinds
     assert all(str(nifti_src) in p.path for p in info.value.problems if p.path)
     assert not re.search(r"\.cohort\.importing-", str(info.value))

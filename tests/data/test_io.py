@@ -55,3 +55,62 @@ def test_same_grid_reports_each_difference():
     issues = " ".join(same_grid(a, b))
     assert "size" in issues and "spacing" in issues and "origin" in issues
     assert same_grid(a, a) == []
+
+
+# --------------------------------------------------------------------------- staged_folder
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_staged_folder_publishes_with_umask_permissions(tmp_path):
+    import os
+
+    from hcc_exp.data.io import staged_folder
+
+    old = os.umask(0o027)
+    try:
+        with staged_folder(tmp_path / "cohort") as tmp:
+            (tmp / "a.txt").write_text("new")
+            assert not (tmp_path / "cohort").exists()  # nothing visible before the block succeeds
+    finally:
+        os.umask(old)
+    assert _tree(tmp_path / "cohort") == {"a.txt": b"new"}
+    assert (tmp_path / "cohort").stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+
+def test_staged_folder_failure_leaves_the_destination_as_it_was(tmp_path, monkeypatch):
+    import os
+
+    from hcc_exp.data import io
+    from hcc_exp.data.io import staged_folder
+
+    dst = tmp_path / "cohort"
+    (dst / "images").mkdir(parents=True)
+    (dst / "cohort.csv").write_text("old")
+    before = _tree(dst)
+
+    with pytest.raises(RuntimeError), staged_folder(dst) as tmp:  # the block fails
+        (tmp / "cohort.csv").write_text("new")
+        raise RuntimeError("half-way")
+    assert _tree(dst) == before and sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+    real_replace = os.replace
+    calls = []
+
+    def failing_second_rename(a, b):  # the old folder is set aside, then the new one cannot move in
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError("disk gone")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(io.os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="disk gone"), staged_folder(dst) as tmp:
+        (tmp / "cohort.csv").write_text("new")
+    assert len(calls) == 3  # aside, (failed) into place, rollback
+    assert _tree(dst) == before and sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+    monkeypatch.setattr(io.os, "replace", real_replace)
+    with staged_folder(dst) as tmp:
+        (tmp / "cohort.csv").write_text("new")
+    assert _tree(dst) == {"cohort.csv": b"new"} and sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]

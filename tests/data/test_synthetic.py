@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ from hcc_exp.data.synthetic import (
     write_synthetic_cohort,
 )
 from hcc_exp.errors import ConfigError, MissingFileError
+from hcc_exp.reporting.console import render_synthetic_summary
 
 N_PATIENTS = 32
 ORACLE_PATIENTS = 80
@@ -351,15 +353,36 @@ def test_oracle_metrics_need_an_oracle(tiny_cohort):
         oracle_metrics(tiny_cohort)
 
 
-def test_summary_renders(cohort):
+def test_summary_counts_and_rates_are_those_of_the_written_table(cohort, table):
     _, summary = cohort
     json.dumps(summary.to_dict())
-    console = Console(record=True, width=160)
-    console.print(summary.to_rich_table())
-    text = console.export_text()
     for split in SPLITS:
-        assert split in text
-    assert f"{summary.oracle['external/os/c_index']:.3f}" in text
+        rows = table[table["split"] == split]
+        assert summary.n_per_split[split] == len(rows) == split_sizes(N_PATIENTS)[split]
+        assert summary.os_event_rate[split] == pytest.approx(rows["os_event"].sum() / len(rows))
+        assert summary.rfs_event_rate[split] == pytest.approx(rows["rfs_event"].sum() / len(rows))
+        assert summary.mvi_rate[split] == pytest.approx(rows["mvi"].sum() / len(rows))
+
+
+def test_summary_renders_as_a_console_table(tmp_path):
+    # A stand-in with hand-picked numbers: 2 of 5, 1 of 3 and 1 of 2 events.
+    summary = SimpleNamespace(
+        cohort_dir=tmp_path, seed=1, version=2,
+        n_per_split={"train": 5, "internal": 3, "external": 2},
+        os_event_rate={"train": 0.4, "internal": 1 / 3, "external": 0.5},
+        rfs_event_rate={"train": 0.6, "internal": 2 / 3, "external": 1.0},
+        mvi_rate={"train": 0.2, "internal": 0.0, "external": 0.5},
+    )
+    console = Console(record=True, width=200)
+    render_synthetic_summary(summary, console, oracle={"external/os/c_index": 0.8126, "external/mvi/auc": 0.75})
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in console.export_text().splitlines()]
+    cells = {row[0]: row[1:] for row in rows if row[0] in SPLITS}
+    assert cells["train"] == ["5", "40%", "60%", "20%", "n/a", "n/a", "n/a"]
+    assert cells["internal"] == ["3", "33%", "67%", "0%", "n/a", "n/a", "n/a"]
+    assert cells["external"] == ["2", "50%", "100%", "50%", "0.813", "n/a", "0.750"]
+    plain = Console(record=True, width=200)
+    render_synthetic_summary(summary, plain)
+    assert "oracle" not in plain.export_text()
 
 
 # --------------------------------------------------------------------------- determinism and atomicity

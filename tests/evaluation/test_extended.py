@@ -92,13 +92,13 @@ def test_with_a_cache_and_risk_model(trained_run):
     """The tiny run: radiomics not estimable (too few training events) with a reason, no crash."""
     import pandas as pd
 
-    from hcc_exp.config import build_config
-    from hcc_exp.interpretability.checkpoint import open_run_cache
-    from hcc_exp.interpretability.risk_model import ensure_risk_model
+    from hcc_exp.evaluation.risk_model import RiskModel
+    from hcc_exp.run_folder import RunFolder
 
-    cache = open_run_cache(trained_run.run_dir)
-    predictions = pd.read_csv(trained_run.run_dir / "predictions.csv", dtype={"patient_id": str})
-    risk_model = ensure_risk_model(trained_run.run_dir, build_config({}))
+    run = RunFolder(trained_run.run_dir)
+    cache = run.open_cache()
+    predictions = pd.read_csv(run.predictions_csv, dtype={"patient_id": str})
+    risk_model = RiskModel.load(run.risk_model_json)
     metrics, reasons, tables = extended_metrics(predictions, cache.labels, cache, risk_model, CFG)
     assert "radiomics_features" in tables and len(tables["radiomics_features"]) == len(predictions)
     assert any(k.endswith("radiomics_c_index") for k in reasons)

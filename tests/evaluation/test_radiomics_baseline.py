@@ -78,9 +78,9 @@ def test_too_few_events_carry_a_reason(features_and_labels):
 
 
 def test_features_from_a_preprocessed_cache(trained_run):
-    from hcc_exp.interpretability.checkpoint import open_run_cache
+    from hcc_exp.run_folder import RunFolder
 
-    cache = open_run_cache(trained_run.run_dir)
+    cache = RunFolder(trained_run.run_dir).open_cache()
     ids = cache.patient_ids()[:2]
     frame = extract_cohort_features(cache, ids)
     assert frame["patient_id"].tolist() == ids

@@ -64,7 +64,7 @@ def test_report_has_every_item_filled_or_open(evaluated_run, tmp_path):
 
 
 def test_parameter_count_matches_the_network(evaluated_run):
-    from hcc_exp.interpretability.checkpoint import load_trained_network
+    from hcc_exp.inference.checkpoint import load_trained_network
 
     run, _, _ = evaluated_run
     network = load_trained_network(run / "checkpoints" / "best.ckpt").network

@@ -102,6 +102,10 @@ def test_same_seed_same_metrics(tiny_setup, tmp_path):
     config = _config(root, cohort, **{"trainer.max_epochs": 2, "augment_copies": 2})
     first = train(config, run_dir=tmp_path / "a", progress=False).metrics
     second = train(config, run_dir=tmp_path / "b", progress=False).metrics
+    # What the DVC train stage outputs is byte-identical for identical inputs, wherever the run folder is.
+    for name in ("checkpoints/best.ckpt", "checkpoints/risk_model.json", "predictions.csv", "config.yaml",
+                 "logs/metrics.csv", "metrics.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     for key, value in first.items():
         if isinstance(value, float) and math.isnan(value):
             assert math.isnan(second[key]), key
@@ -195,3 +199,125 @@ def test_validation_memo_dir_prefers_hcc_exp_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("HCC_EXP_CACHE_DIR")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert validation_memo_dir() == Path.home() / ".cache" / "hcc-exp" / "validated"
+
+
+# --------------------------------------------------------------------------- run folder contract
+def test_checkpoint_holds_no_machine_path_and_is_byte_stable(trained_run):
+    """checkpoints/ is a DVC output: no absolute path (ModelCheckpoint state) may be in it."""
+    raw = trained_run.checkpoint.read_bytes()
+    # The stored config keeps the data paths as the user gave them (relative in params.yaml); the
+    # run folder's own location (and its staging sibling) must not be in the file.
+    for where in (str(trained_run.run_dir), str(trained_run.run_dir.resolve()), ".staging-"):
+        assert where.encode() not in raw, where
+    checkpoint = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
+    assert not any(key.startswith("ModelCheckpoint") for key in checkpoint.get("callbacks", {}))
+    assert any(key.startswith("EarlyStopping") for key in checkpoint["callbacks"])
+    # The zip archive is named "archive", not after a temporary file.
+    assert b"archive/data.pkl" in raw
+    assert not list(trained_run.checkpoint.parent.glob(".*.tmp"))
+
+
+def test_portable_checkpoint_drops_only_model_checkpoint_state():
+    from hcc_exp.training.train import portable_checkpoint
+
+    payload = {"state_dict": {}, "callbacks": {"ModelCheckpoint{'monitor': 'val/loss'}": {"dirpath": "/abs"},
+                                                "EarlyStopping{'monitor': 'val/loss'}": {"wait_count": 1}}}
+    assert portable_checkpoint(payload)["callbacks"] == {"EarlyStopping{'monitor': 'val/loss'}": {"wait_count": 1}}
+    assert "ModelCheckpoint{'monitor': 'val/loss'}" in payload["callbacks"]  # input untouched
+
+
+def test_atomic_checkpoint_io_leaves_the_previous_file_when_writing_fails(tmp_path, monkeypatch):
+    from hcc_exp.training.train import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "best.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "state_dict": {"w": torch.ones(3)}}, target)
+    before = target.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"epoch": 2, "state_dict": {"w": torch.zeros(3)}}, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["best.ckpt"]
+    assert torch.load(target, weights_only=True)["epoch"] == 1
+
+
+def test_a_failed_run_leaves_no_run_folder(tiny_setup, tmp_path, monkeypatch):
+    from hcc_exp.training import train as train_module
+
+    root, cohort = tiny_setup
+    config = _config(root, cohort, **{"trainer.max_epochs": 1})
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in the middle of training")
+
+    monkeypatch.setattr(train_module, "_fit_and_predict", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, run_dir=tmp_path / "runs" / "crashed", progress=False)
+    assert list((tmp_path / "runs").iterdir()) == []  # neither the run folder nor its staging sibling
+
+
+def test_a_failed_rerun_keeps_the_previous_run_folder(tiny_setup, tmp_path, monkeypatch):
+    from hcc_exp.training import train as train_module
+
+    root, cohort = tiny_setup
+    config = _config(root, cohort, **{"trainer.max_epochs": 1})
+    run_dir = tmp_path / "runs" / "demo"
+    first = train(config, run_dir=run_dir, progress=False)
+    (run_dir / "evaluation").mkdir()
+    (run_dir / "evaluation" / "metrics.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    monkeypatch.setattr(train_module, "_fit_and_predict", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        train(config, run_dir=run_dir, progress=False)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert first.run_dir == run_dir and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["demo"]
+    monkeypatch.undo()
+    # A successful re-run replaces the run's files and keeps what other commands wrote beside them.
+    again = train(config, run_dir=run_dir, progress=False)
+    assert again.run_dir == run_dir and (run_dir / "evaluation" / "metrics.json").read_text() == "{}"
+    assert json.loads((run_dir / "meta.json").read_text())["run_id"] == "demo"
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["demo"]
+
+
+def test_bad_run_dir_and_missing_cohort_are_named_before_any_work(tiny_setup, tmp_path):
+    from hcc_exp.errors import MissingFileError, OutputFolderError
+
+    root, cohort = tiny_setup
+    config = _config(root, cohort)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputFolderError, match="is a file"):
+        train(config, run_dir=blocker, progress=False)
+    with pytest.raises(OutputFolderError, match="lies under the file"):
+        train(config, run_dir=blocker / "run", progress=False)
+    assert blocker.read_text() == "x"
+    missing = _config(root, tmp_path / "no-such-cohort")
+    with pytest.raises(MissingFileError, match="cohort folder does not exist"):
+        train(missing, run_dir=tmp_path / "runs" / "r", progress=False)
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_cli_train_refusals_exit_2_without_traceback(tiny_setup, tmp_path):
+    import subprocess
+    import sys
+
+    root, cohort = tiny_setup
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    sets = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in tiny_run_overrides(root, cohort).items()]
+    cases = {
+        "is a file": ["--run-dir", str(blocker)],
+        "cohort folder does not exist": ["--run-dir", str(tmp_path / "r"), "--set", f"data.cohort_dir={tmp_path / 'nope'}"],
+    }
+    for expected, extra in cases.items():
+        args = ["train", "--quiet", *[a for s in sets for a in ("--set", s)], *extra]
+        result = subprocess.run([sys.executable, "-c", "from hcc_exp.cli import main; main()", *args],
+                                capture_output=True, text=True, check=False)
+        message = " ".join(result.stderr.split())
+        assert result.returncode == 2, result.stderr
+        assert expected in message and "Traceback" not in message

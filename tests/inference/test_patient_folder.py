@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from hcc_exp.data.io import image_from_array, write_nifti
 from hcc_exp.errors import GridMismatchError, MissingFileError, UnreadableVolumeError
-from hcc_exp.interpretability.predict import (
+from hcc_exp.inference.predict import (
     NotComputedTomographyError,
     modality_problem,
     raise_first_problem,

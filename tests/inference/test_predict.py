@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,9 +14,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hcc_exp.data.io import write_nifti
-from hcc_exp.errors import GridMismatchError, MissingFileError
-from hcc_exp.interpretability.predict import Predictor, predict_cohort, predict_patient
-from hcc_exp.interpretability.risk_model import RISK_MODEL_JSON, RiskModel, ensure_risk_model, fit_risk_model
+from hcc_exp.errors import CohortPredictionError, GridMismatchError, MissingFileError, OutputFolderError
+from hcc_exp.evaluation.risk_model import RiskModel
+from hcc_exp.inference.predict import Predictor, ensure_risk_model, predict_cohort, predict_patient
+from hcc_exp.interpretability.cam import write_patient_cams
+from hcc_exp.run_folder import RISK_MODEL_JSON, RunFolder
 
 PHASES = ("arterial", "portal", "delayed")
 
@@ -39,23 +43,64 @@ def run_copy(trained_run, tmp_path_factory):
     return target
 
 
-def test_missing_risk_model_is_fitted_from_the_run_predictions_and_written(run_copy):
+def _breslow_by_hand(risk: np.ndarray, time: np.ndarray, event: np.ndarray, t: float) -> float:
+    """H0(t) = sum over event times u <= t of d(u) / sum_{j: T_j >= u} exp(risk_j), one loop per time."""
+    total = 0.0
+    for u in np.unique(time[event == 1]):
+        if u > t:
+            break
+        total += np.sum((time == u) & (event == 1)) / np.sum(np.exp(risk[time >= u]))
+    return total
+
+
+def test_missing_risk_model_is_fitted_from_the_run_predictions_and_written(trained_run, run_copy):
     from hcc_exp.config import load_config
 
     config = load_config(run_copy / "config.yaml")
-    model = ensure_risk_model(run_copy, config)
+    model = ensure_risk_model(RunFolder(run_copy), config)
     assert (run_copy / RISK_MODEL_JSON).is_file()
+    assert RiskModel.load(run_copy / RISK_MODEL_JSON).to_dict() == model.to_dict()
+    # The fallback refits what training wrote at the end of the run.
+    # The fallback refits what training wrote at the end of the run (predictions.csv keeps 8 digits).
+    written_by_training = RiskModel.load(trained_run.run_dir / RISK_MODEL_JSON)
+    for endpoint in ("os", "rfs"):
+        assert model.endpoint(endpoint).cutoff == pytest.approx(written_by_training.endpoint(endpoint).cutoff, rel=1e-6)
+
+    # Expected values derived independently: the training split's median risk, and the Breslow
+    # estimator from scikit-survival and from the textbook sum, on the run's own predictions.
+    from sksurv.linear_model.coxph import BreslowEstimator
+
     predictions = pd.read_csv(run_copy / "predictions.csv", dtype={"patient_id": str})
     meta = json.loads((run_copy / "meta.json").read_text())
-    labels = pd.read_csv(f"{meta['cache_dir']}/labels.csv", dtype={"patient_id": str})
-    expected = fit_risk_model(predictions, labels, (365, 730))
-    assert model.to_dict() == expected.to_dict()
-    assert RiskModel.load(run_copy / RISK_MODEL_JSON).to_dict() == expected.to_dict()
-    assert model.os.cutoff == pytest.approx(predictions.query("split == 'train'")["os_risk"].median())
+    labels = pd.read_csv(f"{meta['cache_dir']}/labels.csv", dtype={"patient_id": str}).set_index("patient_id")
+    train = predictions[predictions["split"] == "train"]
+    assert model.n_train == len(train) == 4
+    for endpoint in ("os", "rfs"):
+        risk = train[f"{endpoint}_risk"].to_numpy(float)
+        time = labels.loc[train["patient_id"], f"{endpoint}_time_days"].to_numpy(float)
+        event = labels.loc[train["patient_id"], f"{endpoint}_event"].to_numpy(int)
+        fitted = model.endpoint(endpoint)
+        assert fitted.cutoff == pytest.approx(float(np.median(risk)), abs=0)
+        if event.sum() == 0:
+            assert fitted.baseline is None
+            continue
+        horizons = [t for t in (365.0, 730.0) if t <= time.max()] + [float(np.median(time))]
+        reference = BreslowEstimator().fit(risk, event.astype(bool), time)
+        for t in horizons:
+            expected_h0 = _breslow_by_hand(risk, time, event, t)
+            # sksurv's baseline is for risk 0; ours is relative to its offset: compare S(t | risk) per patient.
+            expected = np.exp(-expected_h0 * np.exp(risk))
+            np.testing.assert_allclose(fitted.survival(risk, [t])[:, 0], expected, rtol=1e-9)
+            np.testing.assert_allclose(
+                expected, [fn(t) for fn in reference.get_survival_function(risk)], rtol=1e-9
+            )
 
 
 def test_predict_a_cohort_patient_reproduces_the_run_predictions(trained_run, run_copy, tmp_path):
-    result = predict_patient(run_copy / "checkpoints" / "best.ckpt", trained_run.cohort_dir / "images" / "P004", tmp_path / "out")
+    result = predict_patient(
+        run_copy / "checkpoints" / "best.ckpt", trained_run.cohort_dir / "images" / "P004", tmp_path / "out",
+        explain=write_patient_cams,
+    )
     _check_outputs(result)
     assert result["patient_id"] == "P004"
     # Same preprocessing recipe and weights as training: the same numbers as predictions.csv.
@@ -94,7 +139,7 @@ def real_ct_patient(real_ct_dir, tmp_path):
 
 
 def test_predict_the_real_ct(trained_run, run_copy, real_ct_patient, tmp_path):
-    result = predict_patient(run_copy / "checkpoints" / "best.ckpt", real_ct_patient, tmp_path / "out")
+    result = predict_patient(run_copy / "checkpoints" / "best.ckpt", real_ct_patient, tmp_path / "out", explain=write_patient_cams)
     _check_outputs(result)
     assert result["patient_id"] == "RC01"
     assert (tmp_path / "out" / "cam_os.png").is_file()
@@ -118,7 +163,11 @@ def test_predict_cohort_writes_one_row_per_patient_and_names_failures(trained_ru
     cohort = tmp_path / "cohort"
     shutil.copytree(trained_run.cohort_dir, cohort)
     (cohort / "images" / "P005" / "arterial_tumour.nii.gz").unlink()
-    path = predict_cohort(run_copy / "checkpoints" / "best.ckpt", cohort, tmp_path / "pred")
+    with pytest.raises(CohortPredictionError, match=r"1 of 12 patient.*P005: MissingFileError") as caught:
+        predict_cohort(run_copy / "checkpoints" / "best.ckpt", cohort, tmp_path / "pred")
+    assert list(caught.value.failures) == ["P005"]
+    path = tmp_path / "pred" / "predictions.csv"
+    assert caught.value.path == str(path)
     table = pd.read_csv(path, dtype={"patient_id": str}, keep_default_na=False)
     assert table["patient_id"].tolist() == [f"P{i:03d}" for i in range(12)]
     failed = table.set_index("patient_id").loc["P005"]
@@ -132,6 +181,40 @@ def test_predict_cohort_writes_one_row_per_patient_and_names_failures(trained_ru
     train_ids = [f"P{i:03d}" for i in range(0, 12, 3)]
     groups = ok.set_index("patient_id").loc[train_ids, "os_risk_group"]
     assert (groups == "high").sum() == 2
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from hcc_exp.cli import main; main()", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_predict_cohort_with_a_failed_patient_exits_2_naming_it(trained_run, run_copy, tmp_path):
+    cohort = tmp_path / "cohort"
+    shutil.copytree(trained_run.cohort_dir, cohort, ignore=shutil.ignore_patterns("P00[6-9]", "P01*"))
+    (cohort / "cohort.csv").unlink()
+    (cohort / "images" / "P002" / "portal.nii.gz").unlink()
+    result = _cli("predict", str(run_copy / "checkpoints" / "best.ckpt"), "--cohort", str(cohort), "--out", str(tmp_path / "p"))
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())  # Rich wraps long lines
+    assert "P002: MissingFileError" in message and "Traceback" not in message
+    assert len(pd.read_csv(tmp_path / "p" / "predictions.csv")) == 6
+
+
+def test_an_unwritable_prediction_folder_is_refused_before_any_work(trained_run, run_copy, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    patient = trained_run.cohort_dir / "images" / "P004"
+    checkpoint = run_copy / "checkpoints" / "best.ckpt"
+    with pytest.raises(OutputFolderError, match="is a file"):
+        predict_patient(checkpoint, patient, blocker)
+    with pytest.raises(OutputFolderError, match="lies under the file"):
+        predict_cohort(checkpoint, trained_run.cohort_dir, blocker / "sub")
+    result = _cli("predict", str(checkpoint), str(patient), "--out", str(blocker / "sub"))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())  # Rich wraps long lines
+    assert "lies under the file" in message and "Traceback" not in message
+    assert blocker.read_text() == "x"
 
 
 def test_predict_dicom_phases(run_copy, real_ct_dir, tmp_path):
@@ -158,7 +241,7 @@ def test_predict_dicom_phases(run_copy, real_ct_dir, tmp_path):
             write_nifti(mask, folder / target)
     # Without Grad-CAM (covered above): this test is about reading the series.
     predictor = Predictor.from_checkpoint(run_copy / "checkpoints" / "best.ckpt")
-    result = predictor.predict(folder, tmp_path / "out", with_cams=False)
+    result = predictor.predict(folder, tmp_path / "out")
     _check_outputs(result)
     assert result["patient_id"] == "DC01"
     assert json.loads((tmp_path / "out" / "prediction.json").read_text()) == result

@@ -4,7 +4,7 @@ A prediction needs three things from a trained run:
 
 * the network and the exact preprocessing recipe it was trained with (both stored in the
   checkpoint's ``hyper_parameters["config"]``);
-* a :class:`~hcc_exp.interpretability.risk_model.RiskModel` (``RUN_DIR/checkpoints/risk_model.json``): the training split's
+* a :class:`~hcc_exp.evaluation.risk_model.RiskModel` (``RUN_DIR/checkpoints/risk_model.json``): the training split's
   median OS and RFS risk (the high / low risk cut, as in the evaluation's Kaplan-Meier
   stratification) and the Breslow baseline cumulative hazards of both Cox heads fitted on
   the training split's predictions, which turn a log-risk into ``S(t | x)``. Training
@@ -15,8 +15,10 @@ A prediction needs three things from a trained run:
   ``<phase>_liver.nii.gz``), checked with the same rules and named errors as
   ``hcc-exp check`` plus a modality check (:class:`NotComputedTomographyError`).
 
-The patient goes through the checkpoint's preprocessing, the network, the risk model and
-Grad-CAM (one overlay PNG per head).
+The patient goes through the checkpoint's preprocessing, the network and the risk model.
+Explanations are not this package's business: an ``explain`` function (``hcc-exp predict`` passes
+:func:`hcc_exp.interpretability.cam.write_patient_cams`, one Grad-CAM overlay PNG per head)
+receives the network and the preprocessed arrays and writes beside ``prediction.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,28 +36,33 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hcc_exp.config import PHASES, ExperimentConfig
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles
-from hcc_exp.data.io import read_volume
+from hcc_exp.data.io import atomic_path, read_volume
 from hcc_exp.errors import (
     CohortError,
+    CohortPredictionError,
     MissingFileError,
     NotComputedTomographyError,
     PreprocessError,
+    RunFolderError,
     UnreadableVolumeError,
 )
-from hcc_exp.interpretability.cam import HEAD_TITLES, HEADS, patient_cams, plot_cam_overlay
-from hcc_exp.interpretability.checkpoint import TrainedNetwork, load_trained_network
-from hcc_exp.interpretability.risk_model import (
-    ENDPOINTS,
-    RiskModel,
-    ensure_risk_model,
-)
+from hcc_exp.evaluation.risk_model import RiskModel, fit_risk_model
+from hcc_exp.inference.checkpoint import TrainedNetwork, load_trained_network
+from hcc_exp.progress import patient_progress
+from hcc_exp.run_folder import PREDICTION_COLUMNS, RunFolder, check_output_folder, make_output_folder
+from hcc_exp.vocabulary import ENDPOINTS
 
-PREDICTIONS_CSV = "predictions.csv"
+COHORT_PREDICTIONS_CSV = "predictions.csv"
+"""``predict --cohort``'s table in its output folder (one row per patient)."""
 PREDICTION_JSON = "prediction.json"
+"""``predict PATIENT``'s result in its output folder."""
+
+Explainer = Callable[[TrainedNetwork, np.ndarray, np.ndarray, str, Path], dict[str, Path]]
+"""``explain(trained, image (P, D, H, W), masks (P, R, D, H, W), patient_id, out_dir) -> {key: file}``:
+writes explanations of one prediction into ``out_dir``; each key becomes ``<key>_png`` in the result."""
 
 CT_MAX_AT_LEAST_HU = 100.0
 """A CT volume holds soft tissue / contrast / bone: its maximum is above this (HU)."""
@@ -165,6 +172,21 @@ def raise_first_problem(errors: list[CohortError]) -> None:
     raise type(first)(message, patient_id=first.patient_id, path=first.path, column=first.column)
 
 
+# --------------------------------------------------------------------------- risk model
+def ensure_risk_model(run: RunFolder, config: ExperimentConfig) -> RiskModel:
+    """The run's risk model: ``checkpoints/risk_model.json``, or, for runs older than it, fitted
+    from the run's ``predictions.csv`` and its cache's labels (with the one fitting path,
+    :func:`~hcc_exp.evaluation.risk_model.fit_risk_model`) and written there."""
+    if run.risk_model_json.is_file():
+        return RiskModel.load(run.risk_model_json)
+    if not run.predictions_csv.is_file():
+        raise RunFolderError(f"{run.root} has neither {run.risk_model_json.name} nor {run.predictions_csv.name}")
+    predictions = run.read_predictions(PREDICTION_COLUMNS)
+    model = fit_risk_model(predictions, run.open_cache().labels, config.evaluation.horizons_days)
+    model.save(run.risk_model_json)
+    return model
+
+
 # --------------------------------------------------------------------------- prediction
 @dataclass
 class Predictor:
@@ -181,10 +203,8 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: Path | str) -> Predictor:
         """Load ``RUN_DIR/checkpoints/best.ckpt`` and the run's risk model (fitted and written if missing)."""
-        checkpoint = Path(checkpoint)
         trained = load_trained_network(checkpoint)
-        run_dir = checkpoint.resolve().parent.parent
-        return cls(trained, ensure_risk_model(run_dir, trained.config))
+        return cls(trained, ensure_risk_model(RunFolder.of_checkpoint(checkpoint), trained.config))
 
     @property
     def config(self) -> ExperimentConfig:
@@ -254,19 +274,24 @@ class Predictor:
         result["notes"] = notes
         return result
 
-    def predict(self, patient_dir: Path | str, out_dir: Path | str | None, *, with_cams: bool = True) -> dict[str, Any]:
+    def predict(
+        self, patient_dir: Path | str, out_dir: Path | str | None, *, explain: Explainer | None = None
+    ) -> dict[str, Any]:
         """Check, preprocess and predict one patient folder.
 
-        With ``out_dir``, write ``<out_dir>/prediction.json`` and (``with_cams``) one Grad-CAM
-        overlay per head, ``<out_dir>/cam_<head>.png``; without, write nothing.
+        With ``out_dir``, write ``<out_dir>/prediction.json`` (atomically) and whatever ``explain``
+        writes there (e.g. one Grad-CAM overlay per head); without, write nothing.
 
         Raises:
             CohortError: the first problem found (its message lists any others), e.g.
                 :class:`MissingFileError`, :class:`GridMismatchError`,
                 :class:`UnreadableVolumeError`, :class:`NotComputedTomographyError`.
             PatientPreprocessError: the checked files cannot be preprocessed.
+            OutputFolderError: ``out_dir`` is a file or cannot be written.
         """
         patient_dir = Path(patient_dir)
+        if out_dir is not None:
+            check_output_folder(out_dir, "prediction folder")
         files, errors = resolve_patient_folder(patient_dir, self.input_phases)
         raise_first_problem(errors)
         image, masks, info = self.preprocess(files)
@@ -283,23 +308,14 @@ class Predictor:
         result["checkpoint"] = str(self.trained.checkpoint)
         if out_dir is None:
             return _json_ready(result)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if with_cams:
-            cams = patient_cams(self.trained.network, image, masks)
-            for head in HEADS:
-                path = plot_cam_overlay(
-                    image,
-                    cams[head],
-                    masks,
-                    self.config.phases,
-                    tuple(self.config.preprocess.spacing_mm),
-                    out_dir / f"cam_{head}.png",
-                    title=f"Patient {files.patient_id}: Grad-CAM of the {HEAD_TITLES[head]} head",
-                )
-                result[f"cam_{head}_png"] = str(path)
-        (out_dir / PREDICTION_JSON).write_text(json.dumps(_json_ready(result), indent=2, allow_nan=False), encoding="utf-8")
-        return _json_ready(result)
+        out_dir = make_output_folder(out_dir, "prediction folder")
+        if explain is not None:
+            for key, path in explain(self.trained, image, masks, files.patient_id, out_dir).items():
+                result[f"{key}_png"] = str(path)
+        ready = _json_ready(result)
+        with atomic_path(out_dir / PREDICTION_JSON) as tmp:
+            tmp.write_text(json.dumps(ready, indent=2, allow_nan=False), encoding="utf-8")
+        return ready
 
 
 def _json_ready(value: Any) -> Any:
@@ -323,15 +339,22 @@ def _default_patient_out(patient_dir: Path) -> Path:
     return patient_dir.parent / f"{patient_dir.name}-prediction"
 
 
-def predict_patient(checkpoint: Path | str, patient_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Any]:
+def predict_patient(
+    checkpoint: Path | str,
+    patient_dir: Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    explain: Explainer | None = None,
+) -> dict[str, Any]:
     """Predict one patient folder with a trained run.
 
     Args:
         checkpoint: ``RUN_DIR/checkpoints/best.ckpt``.
         patient_dir: the patient's folder (3 phases + tumour and liver masks; NIfTI or DICOM).
-        out_dir: where ``prediction.json`` and ``cam_<head>.png`` go; default beside the input
-            (``<patient>-prediction/``, or ``<cohort>-predictions/<patient>/`` for a folder
-            inside a cohort's ``images/``).
+        out_dir: where ``prediction.json`` (and ``explain``'s files, e.g. ``cam_<head>.png``) go;
+            default beside the input (``<patient>-prediction/``, or
+            ``<cohort>-predictions/<patient>/`` for a folder inside a cohort's ``images/``).
+        explain: writes explanations beside ``prediction.json`` (:data:`Explainer`).
 
     Returns:
         Flat JSON-ready dict: ``patient_id``, ``os_risk``, ``rfs_risk`` (log relative hazards),
@@ -342,7 +365,8 @@ def predict_patient(checkpoint: Path | str, patient_dir: Path | str, out_dir: Pa
     """
     patient_dir = Path(patient_dir)
     out = Path(out_dir) if out_dir is not None else _default_patient_out(patient_dir)
-    return Predictor.from_checkpoint(checkpoint).predict(patient_dir, out)
+    check_output_folder(out, "prediction folder")
+    return Predictor.from_checkpoint(checkpoint).predict(patient_dir, out, explain=explain)
 
 
 def _cohort_patient_ids(cohort_dir: Path) -> list[str]:
@@ -352,53 +376,69 @@ def _cohort_patient_ids(cohort_dir: Path) -> list[str]:
     folders = sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     csv = cohort_dir / COHORT_CSV
     if csv.is_file():
-        listed = pd.read_csv(csv, usecols=["patient_id"], dtype={"patient_id": str})["patient_id"].dropna().tolist()
+        # Identifiers are text: a patient called "NA" is a patient, not a missing value.
+        listed = pd.read_csv(csv, usecols=["patient_id"], dtype={"patient_id": str}, keep_default_na=False)["patient_id"]
+        listed = [pid for pid in listed.str.strip().tolist() if pid]
         return list(dict.fromkeys([*listed, *folders]))
     return folders
 
 
 def predict_cohort(
-    checkpoint: Path | str, cohort_dir: Path | str, out_dir: Path | str | None = None, *, with_cams: bool = False
+    checkpoint: Path | str,
+    cohort_dir: Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    explain: Explainer | None = None,
 ) -> Path:
     """Predict every patient of a cohort folder into one CSV.
 
     Patients are those of ``cohort.csv`` (in its order) and any further folder under
     ``images/``; outcomes are not needed. A patient whose files fail the checks or the
     preprocessing gets a row with ``error`` (the exception's name) and ``error_message``
-    instead of predictions.
+    instead of predictions, and the call then raises :class:`CohortPredictionError` naming
+    them (``hcc-exp predict --cohort`` exits 2) once the whole table is written.
 
     Args:
         checkpoint: ``RUN_DIR/checkpoints/best.ckpt``.
         cohort_dir: a folder with ``images/<patient_id>/`` (``cohort.csv`` optional).
         out_dir: default ``<cohort>-predictions/`` beside the cohort.
-        with_cams: also write each patient's ``prediction.json`` and CAM PNGs under ``out_dir/<patient_id>/``.
+        explain: with it, also write each patient's ``prediction.json`` and explanations under
+            ``out_dir/<patient_id>/``.
 
     Returns:
-        The ``predictions.csv`` written in ``out_dir``.
+        The ``predictions.csv`` written in ``out_dir`` (when every patient was predicted).
+
+    Raises:
+        CohortPredictionError: some patients failed (the table is written, with their errors).
+        OutputFolderError: ``out_dir`` is a file or cannot be written (before any prediction).
     """
     cohort_dir = Path(cohort_dir)
     out = Path(out_dir) if out_dir is not None else cohort_dir.parent / f"{cohort_dir.name}-predictions"
+    check_output_folder(out, "prediction folder")
     patient_ids = _cohort_patient_ids(cohort_dir)
     predictor = Predictor.from_checkpoint(checkpoint)
     rows = []
-    with Progress(
-        TextColumn("predicting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-    ) as bar:
+    failures: dict[str, str] = {}
+    with patient_progress("predicting") as bar:
         task = bar.add_task("patients", total=len(patient_ids))
         for pid in patient_ids:
             try:
                 row = predictor.predict(
-                    cohort_dir / IMAGES_DIR / pid, out / pid if with_cams else None, with_cams=with_cams
+                    cohort_dir / IMAGES_DIR / pid, out / pid if explain is not None else None, explain=explain
                 )
                 row["notes"] = " | ".join(row["notes"])
                 row.update(error="", error_message="")
             except (CohortError, PreprocessError) as exc:
                 row = {"patient_id": pid, "error": type(exc).__name__, "error_message": str(exc)}
+                failures[pid] = f"{type(exc).__name__}: {exc}"
             row.pop("horizons_days", None)
             row.pop("checkpoint", None)
             rows.append(row)
             bar.advance(task)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / PREDICTIONS_CSV
-    pd.DataFrame(rows).to_csv(path, index=False, float_format="%.6g")
+    make_output_folder(out, "prediction folder")
+    path = out / COHORT_PREDICTIONS_CSV
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+    if failures:
+        raise CohortPredictionError(path, failures, len(patient_ids))
     return path

@@ -11,7 +11,7 @@ from lifelines import CoxPHFitter
 from lifelines.datasets import load_rossi
 
 from hcc_exp.errors import RunFolderError
-from hcc_exp.interpretability.risk_model import RiskModel, fit_risk_model
+from hcc_exp.evaluation.risk_model import RiskModel, fit_risk_model
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,16 @@
-"""The risk model behind ``hcc-exp predict``: risk-group cut-offs and Breslow baselines of a run.
+"""The risk model of a run: risk-group cut-offs and Breslow baselines, fitted on the training split.
 
 A Cox head gives a log relative hazard only. :class:`RiskModel` holds what turns it into
 something a clinician reads, all fitted on the TRAINING split's predictions of the best
 checkpoint: the median OS and RFS risk (high risk = risk above it, the cut of the
 evaluation's Kaplan-Meier stratification, :mod:`hcc_exp.evaluation.risk_groups`) and the
 Breslow cumulative baseline hazards (:func:`hcc_exp.evaluation.survival.fit_breslow`),
-which give ``S(t | x)`` at the report horizons. It is stored as JSON in
-``RUN_DIR/checkpoints/risk_model.json``.
+which give ``S(t | x)`` at the report horizons.
+
+:func:`fit_endpoint_risk_model` is the one fitting path: training fits the run's model with it
+at the end of a run (stored as ``RUN_DIR/checkpoints/risk_model.json``, see
+:mod:`hcc_exp.run_folder`), and ``evaluate`` uses the same cut and baseline for its risk groups
+and calibration.
 """
 
 from __future__ import annotations
@@ -20,16 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcc_exp.config import ExperimentConfig
+from hcc_exp.data.io import atomic_path
 from hcc_exp.errors import RunFolderError
 from hcc_exp.evaluation.common import NotEstimable
 from hcc_exp.evaluation.risk_groups import high_risk_indicator, median_cut
 from hcc_exp.evaluation.survival import BreslowBaseline, fit_breslow
-
-RISK_MODEL_JSON = Path("checkpoints") / "risk_model.json"
-"""Where a run keeps its risk model, relative to the run folder."""
-PREDICTIONS_CSV = "predictions.csv"
-ENDPOINTS: tuple[str, ...] = ("os", "rfs")
+from hcc_exp.vocabulary import ENDPOINTS, PATIENT_ID, SPLIT, event_column, risk_column, time_column
 
 
 # --------------------------------------------------------------------------- risk model
@@ -46,6 +46,11 @@ class EndpointRiskModel:
     cutoff: float
     baseline: BreslowBaseline | None
     reason: str | None = None
+
+    @property
+    def breslow(self) -> BreslowBaseline | NotEstimable:
+        """The baseline, or why there is none (the form the evaluation's statistics take)."""
+        return self.baseline if self.baseline is not None else NotEstimable(self.reason or "no baseline")
 
     def risk_group(self, risk) -> np.ndarray:
         """(n,) ``"high"`` / ``"low"`` per patient."""
@@ -122,12 +127,10 @@ class RiskModel:
         )
 
     def save(self, path: Path | str) -> Path:
-        """Write the model as JSON (atomic)."""
+        """Write the model as strict JSON (no NaN), atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
         return path
 
     @classmethod
@@ -141,6 +144,28 @@ class RiskModel:
             raise RunFolderError(f"risk model {path} is malformed: {exc}") from exc
 
 
+def fit_endpoint_risk_model(risk, time, event) -> EndpointRiskModel:
+    """Cut-off and Breslow baseline of one Cox head, from the training split.
+
+    Args:
+        risk: (n,) log relative hazards of the training patients.
+        time, event: (n,) their outcomes (days, 0 / 1).
+
+    Returns:
+        The median of ``risk`` as the cut (high risk = strictly above) and the Breslow
+        baseline (None with the reason when there are no training events).
+
+    >>> model = fit_endpoint_risk_model([0.0, 1.0, 2.0], [5.0, 3.0, 1.0], [1, 1, 1])
+    >>> model.cutoff, model.risk_group([0.5, 1.5]).tolist()
+    (1.0, ['low', 'high'])
+    """
+    cutoff = median_cut(risk)
+    baseline = fit_breslow(risk, time, event)
+    if isinstance(baseline, NotEstimable):
+        return EndpointRiskModel(cutoff, None, baseline.reason)
+    return EndpointRiskModel(cutoff, baseline)
+
+
 def fit_risk_model(predictions: pd.DataFrame, labels: pd.DataFrame, horizons_days: Sequence[int]) -> RiskModel:
     """Fit the risk cuts and Breslow baselines on the training split's predictions.
 
@@ -152,48 +177,29 @@ def fit_risk_model(predictions: pd.DataFrame, labels: pd.DataFrame, horizons_day
     Raises:
         RunFolderError: no training rows, missing columns, or training patients without labels.
     """
-    needed = {"patient_id", "split", "os_risk", "rfs_risk"}
+    needed = {PATIENT_ID, SPLIT, *(risk_column(e) for e in ENDPOINTS)}
     if needed - set(predictions.columns):
         raise RunFolderError(f"predictions lack columns {sorted(needed - set(predictions.columns))}")
-    needed_labels = {"patient_id", "os_time_days", "os_event", "rfs_time_days", "rfs_event"}
+    needed_labels = {PATIENT_ID, *(time_column(e) for e in ENDPOINTS), *(event_column(e) for e in ENDPOINTS)}
     if needed_labels - set(labels.columns):
         raise RunFolderError(f"labels lack columns {sorted(needed_labels - set(labels.columns))}")
-    train = predictions[predictions["split"] == "train"].copy()
+    train = predictions[predictions[SPLIT] == "train"].copy()
     if train.empty:
         raise RunFolderError("predictions hold no 'train' rows: the risk model is fitted on the training split")
-    train["patient_id"] = train["patient_id"].astype(str)
-    label_frame = labels.assign(patient_id=labels["patient_id"].astype(str)).set_index("patient_id")
-    missing = sorted(set(train["patient_id"]) - set(label_frame.index))
+    train[PATIENT_ID] = train[PATIENT_ID].astype(str)
+    label_frame = labels.assign(**{PATIENT_ID: labels[PATIENT_ID].astype(str)}).set_index(PATIENT_ID)
+    missing = sorted(set(train[PATIENT_ID]) - set(label_frame.index))
     if missing:
         raise RunFolderError(f"training patients without labels: {', '.join(missing[:5])}")
-    outcome = label_frame.loc[train["patient_id"]]
-    endpoints = {}
-    for name in ENDPOINTS:
-        risk = train[f"{name}_risk"].to_numpy(dtype=float)
-        baseline = fit_breslow(risk, outcome[f"{name}_time_days"].to_numpy(float), outcome[f"{name}_event"].to_numpy(float))
-        if isinstance(baseline, NotEstimable):
-            endpoints[name] = EndpointRiskModel(median_cut(risk), None, baseline.reason)
-        else:
-            endpoints[name] = EndpointRiskModel(median_cut(risk), baseline)
+    outcome = label_frame.loc[train[PATIENT_ID]]
+    endpoints = {
+        name: fit_endpoint_risk_model(
+            train[risk_column(name)].to_numpy(dtype=float),
+            outcome[time_column(name)].to_numpy(float),
+            outcome[event_column(name)].to_numpy(float),
+        )
+        for name in ENDPOINTS
+    }
     return RiskModel(
         os=endpoints["os"], rfs=endpoints["rfs"], horizons_days=tuple(int(h) for h in horizons_days), n_train=len(train)
     )
-
-
-def ensure_risk_model(run_dir: Path | str, config: ExperimentConfig) -> RiskModel:
-    """The run's risk model: read ``checkpoints/risk_model.json``, or fit it from the run's
-    ``predictions.csv`` and the cache labels and write it there."""
-    run_dir = Path(run_dir)
-    path = run_dir / RISK_MODEL_JSON
-    if path.is_file():
-        return RiskModel.load(path)
-    predictions_path = run_dir / PREDICTIONS_CSV
-    if not predictions_path.is_file():
-        raise RunFolderError(f"{run_dir} has neither {RISK_MODEL_JSON} nor {PREDICTIONS_CSV}")
-    predictions = pd.read_csv(predictions_path, dtype={"patient_id": str})
-    from hcc_exp.interpretability.checkpoint import open_run_cache
-
-    labels = open_run_cache(run_dir).labels
-    model = fit_risk_model(predictions, labels, config.evaluation.horizons_days)
-    model.save(path)
-    return model

@@ -1,4 +1,4 @@
-"""Loading a trained network and its run folder for Grad-CAM and prediction.
+"""Loading a trained network from a run's ``best.ckpt`` (for prediction and Grad-CAM).
 
 A Lightning checkpoint written by :func:`hcc_exp.training.train.train` holds the resolved
 experiment config in ``hyper_parameters["config"]``, so the network (phases, ROI strategy,
@@ -7,7 +7,6 @@ architecture) and the preprocessing recipe are rebuilt from the checkpoint alone
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,7 @@ from hcc_exp.config import ExperimentConfig
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.errors import ConfigError, RunFolderError
 from hcc_exp.models import HCCMultiTaskNet
-
-BEST_CHECKPOINT = Path("checkpoints") / "best.ckpt"
-META_JSON = "meta.json"
+from hcc_exp.training.module import MultiTaskModule
 
 
 @dataclass(frozen=True)
@@ -46,8 +43,6 @@ def load_trained_network(checkpoint: Path | str) -> TrainedNetwork:
         RunFolderError: the file is missing or is not a checkpoint of this project.
         ConfigError: its stored config is not valid for this version.
     """
-    from hcc_exp.training.module import MultiTaskModule
-
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise RunFolderError(f"checkpoint {checkpoint} does not exist")
@@ -64,31 +59,11 @@ def load_trained_network(checkpoint: Path | str) -> TrainedNetwork:
         config = ExperimentConfig.model_validate(raw_config)
     except ValueError as exc:
         raise ConfigError(f"config stored in {checkpoint} is invalid: {exc}") from exc
-    module = MultiTaskModule(config.model_dump(mode="json"))
+    module = MultiTaskModule.from_config(config)
     module.load_state_dict(state_dict)
     network = module.inference_network
     network.eval()
     return TrainedNetwork(config=config, network=network, checkpoint=checkpoint)
-
-
-def read_run_meta(run_dir: Path | str) -> dict[str, Any]:
-    """``RUN_DIR/meta.json`` as a dict.
-
-    Raises:
-        RunFolderError: the file is missing.
-    """
-    path = Path(run_dir) / META_JSON
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder: {META_JSON} missing")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def open_run_cache(run_dir: Path | str) -> PreprocessedCohort:
-    """The preprocessed cache a run was trained on (``meta.json: cache_dir``)."""
-    meta = read_run_meta(run_dir)
-    if not meta.get("cache_dir"):
-        raise RunFolderError(f"{Path(run_dir) / META_JSON} names no cache_dir")
-    return PreprocessedCohort.open(meta["cache_dir"])
 
 
 def cache_spacing_zyx_mm(cohort: PreprocessedCohort, config: ExperimentConfig) -> tuple[float, float, float]:
