@@ -152,6 +152,33 @@ def preprocess(
     _done("Preprocessed cache:", f"{cache.root} ({len(cache.labels)} patients, shape {cache.shape_zyx})")
 
 
+# ----------------------------------------------------------------------------- publication tables (issue 16)
+@app.command("cohort-table")
+def cohort_table(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder (cohort.csv).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the cohort folder).")] = None,
+) -> None:
+    """Table 1: baseline characteristics per cohort with chi-square / Fisher / t / Mann-Whitney p-values."""
+    from hcc_exp.reporting.cohort_table import write_cohort_table
+
+    paths = write_cohort_table(cohort, out)
+    _done("Table 1 written:", ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def agreement(
+    cohort_a: Annotated[Path, typer.Argument(help="Cohort folder with the first annotation.")],
+    cohort_b: Annotated[Path, typer.Argument(help="Cohort folder with the second annotation of the same patients.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: COHORT_B/agreement).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Segmentation agreement: Dice and HD95 (mm) per patient, phase and region, and their summary."""
+    from hcc_exp.reporting.agreement import write_agreement
+
+    paths = write_agreement(cohort_a, cohort_b, out if out is not None else cohort_b / "agreement", progress=not quiet)
+    _done("Agreement written:", ", ".join(str(p) for p in paths.values()))
+
+
 # ----------------------------------------------------------------------------- model
 @app.command()
 def train(
@@ -301,12 +328,26 @@ def table(
 
 @app.command()
 def report(
-    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>).")],
+    sweep_dir: Annotated[Path, typer.Argument(help="Sweep folder (runs/<sweep name>) or run folder (TRIPOD+AI report).")],
+    agreement: Annotated[
+        Path | None, typer.Option(help="Run folder only: folder written by `hcc-exp agreement` (item 9c).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder only: output folder (default RUN_DIR/tripod).")] = None,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Sweep only: log the ablation tables (arm, seed columns) to W&B (offline by default).")
+    ] = False,
 ) -> None:
-    """Self-contained HTML and Markdown report of a sweep."""
+    """Self-contained HTML and Markdown report of a sweep, or the TRIPOD+AI report of a run folder."""
+    from hcc_exp.reporting.tripod import is_run_folder, write_tripod_report
+
+    if is_run_folder(sweep_dir):
+        paths = write_tripod_report(sweep_dir, out, agreement_dir=agreement)
+        _done("TRIPOD+AI report written:", ", ".join(str(p) for p in paths.values()))
+        return
+    from hcc_exp.config import TrackingConfig
     from hcc_exp.reporting.report import write_report
 
-    paths = write_report(sweep_dir)
+    paths = write_report(sweep_dir, wandb_tracking=TrackingConfig() if wandb else None)
     _done("Report written:", ", ".join(str(p) for p in paths.values()))
 
 

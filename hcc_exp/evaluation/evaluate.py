@@ -38,10 +38,12 @@ from hcc_exp.evaluation import plots
 from hcc_exp.evaluation.common import NotEstimable
 from hcc_exp.evaluation.decision_curves import BINARY_THRESHOLDS, SURVIVAL_THRESHOLDS
 from hcc_exp.evaluation.endpoint import EndpointArtefacts, evaluate_endpoint
+from hcc_exp.evaluation.extended import write_extended
 from hcc_exp.evaluation.mvi import MviArtefacts, evaluate_mvi
 from hcc_exp.evaluation.oracle import oracle_metrics, oracle_shares
 from hcc_exp.evaluation.predictions import LABEL_COLUMNS, PREDICTION_COLUMNS, merge_predictions
 from hcc_exp.evaluation.record import MetricRecord
+from hcc_exp.evaluation.risk_model import RiskModel
 from hcc_exp.evaluation.tables import write_tables
 from hcc_exp.progress import patient_progress
 from hcc_exp.run_folder import (
@@ -213,15 +215,19 @@ def evaluate_run(
     run.require(run.meta_json, run.predictions_csv)
     meta = run.read_meta()
     cfg = cfg or _run_config(run_dir)
-    labels = run.open_cache().labels
+    cache = run.open_cache()
+    labels = cache.labels
     predictions = run.read_predictions()
     oracle = run_oracle(run_dir, meta)
     out_dir = run.evaluation_dir
+    # Subgroup / calibration-slope / Brier statistics, radiomics and combined baselines (extended.py).
+    risk_model = RiskModel.load(run.risk_model_json) if run.risk_model_json.is_file() else None
     if not show_progress:
-        return evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
+        result = evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
+        return {**result, **write_extended(out_dir, predictions, labels, cache, risk_model, cfg)}
     with patient_progress("evaluate:") as bar:  # the package's one bar style, one step per statistic group
-        task = bar.add_task("loading", total=len(ENDPOINTS) + 3)  # endpoints, MVI, tables, figures
-        return evaluate_predictions(
+        task = bar.add_task("loading", total=len(ENDPOINTS) + 4)  # endpoints, MVI, tables, figures, extended
+        result = evaluate_predictions(
             predictions,
             labels,
             cfg,
@@ -230,3 +236,7 @@ def evaluate_run(
             dca_thresholds=dca_thresholds,
             progress=lambda name: bar.update(task, description=name, advance=1),
         )
+        extra = write_extended(
+            out_dir, predictions, labels, cache, risk_model, cfg, progress=lambda name: bar.update(task, description=name)
+        )
+        return {**result, **extra}

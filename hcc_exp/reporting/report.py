@@ -121,6 +121,7 @@ def write_report(
     n_bootstrap: int = 1000,
     seed: int = 0,
     tracker: TableLogger | None = None,
+    wandb_tracking=None,
 ) -> dict[str, Path]:
     """Write the sweep report as Markdown and as one self-contained HTML file.
 
@@ -130,6 +131,8 @@ def write_report(
         table: a table already built by :func:`build_ablation_table` (else built here with
             ``n_bootstrap`` and ``seed``).
         tracker: optional, passed to :func:`write_ablation_table`.
+        wandb_tracking: a ``TrackingConfig``: also log the ablation table and the per-run table
+            (arm and seed columns) in one W&B run (:mod:`hcc_exp.tracking.sweep_tables`).
 
     Returns:
         ``{"html", "markdown", "table_markdown", "csv", "forest_plot"}`` paths.
@@ -142,6 +145,15 @@ def write_report(
     blocks: list[doc.Block] = [doc.Heading(f"Sweep report: {table.sweep_name}", 1)]
     blocks += ablation_blocks(table, files["forest_plot"], heading_level=2)
     blocks += best_run_blocks(table, out_dir)
+    # issue 16: Optuna importance / history / parallel-coordinate plots; per-run table on W&B
+    from hcc_exp.reporting.sweep_plots import per_seed_table, sweep_plot_blocks
+
+    blocks += sweep_plot_blocks(sweep_dir, out_dir)
+    if wandb_tracking is not None:
+        from hcc_exp.tracking.sweep_tables import log_sweep_tables
+
+        tables = {"ablation": table.rows, "ablation_runs": per_seed_table(table)}
+        log_sweep_tables(tables, sweep_name=table.sweep_name, out_dir=out_dir, tracking_cfg=wandb_tracking)
 
     markdown = out_dir / "report.md"
     markdown.write_text(doc.to_markdown(blocks, out_dir), encoding="utf-8")
