@@ -6,6 +6,7 @@ could not be computed reads ``n/e`` here as in every table.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
