@@ -325,6 +325,8 @@ class StagedRunFolder:
         self.target_existed = self.target.root.exists()
         absolute = Path(os.path.abspath(self.target.root))  # "runs/x/.." or "." name their folder too
         parent = absolute.parent
+        # Folders this run creates above the target (e.g. runs/): removed again if the run fails.
+        self.created_parents = [p for p in (parent, *parent.parents) if not p.exists()]
         make_output_folder(parent, "run folder parent")
         staging = parent / f".{absolute.name}{STAGING_MARK}{secrets.token_hex(4)}"
         try:
@@ -360,6 +362,12 @@ class StagedRunFolder:
         shutil.rmtree(self.stage.root, ignore_errors=True)
         if not self.target_existed and self.target.root.exists() and not self.published:
             shutil.rmtree(self.target.root, ignore_errors=True)
+        if not self.published:
+            for folder in self.created_parents:  # innermost first; only while still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def _replace_entry(src: Path, dst: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from hcc_exp.errors import CohortError, UnreadableVolumeError
+from hcc_exp.errors import CohortError, OutputFolderError, UnreadableVolumeError
 
 GEOMETRY_TOLERANCE_MM = 1e-3
 """Default tolerance (mm, and unitless for direction cosines) for grid comparisons."""
@@ -209,6 +209,9 @@ def staged_folder(final: Path | str) -> Iterator[Path]:
     ['cohort']
     """
     final = Path(final)
+    if final.exists() and not final.is_dir():
+        # A folder replaces a folder; a user's file at that path is never swapped away.
+        raise OutputFolderError(f"output folder {final} is a file, not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
     try:
