@@ -6,7 +6,7 @@ records OS / RFS C-index and MVI AUC beside the validation loss, so that both ch
 choices (``trainer.monitor``: ``val/loss``, the paper's, or ``val/os_c_index``) are read from
 the SAME run: the epoch each would pick and the external C-index at that epoch. Oracle
 shares are ``(C - 0.5) / (oracle C - 0.5)`` with the cohort's ``oracle.csv``
-(:func:`hcc_exp.evaluation.evaluate.oracle_metrics`).
+(:func:`hcc_exp.evaluation.oracle.oracle_metrics`, shares by :func:`hcc_exp.evaluation.oracle.oracle_share`).
 
     python benchmarks/bench_convergence.py --cohort COHORT --cache CACHE --arm warmup_cosine --seed 1 \
         --epochs 10 --out results/tmp/convergence
@@ -46,7 +46,7 @@ def run_one(args: argparse.Namespace) -> None:
 
     from hcc_exp.config import load_config
     from hcc_exp.data.cache import PreprocessedCohort
-    from hcc_exp.evaluation.evaluate import oracle_metrics
+    from hcc_exp.evaluation.oracle import oracle_metrics
     from hcc_exp.training.module import c_index, concat_outputs
     from hcc_exp.training.train import train
 
@@ -109,9 +109,11 @@ def run_one(args: argparse.Namespace) -> None:
 
 
 def _share(c: float, oracle: float | None) -> float:
-    if oracle is None or not math.isfinite(c) or oracle <= 0.5:
-        return float("nan")
-    return (c - 0.5) / (oracle - 0.5)
+    """The package's one oracle-share rule; NaN (in this benchmark's table) where not estimable."""
+    from hcc_exp.evaluation.oracle import oracle_share
+
+    value = math.nan if oracle is None else oracle_share(c, oracle)
+    return value if isinstance(value, float) else math.nan
 
 
 def pick(per_epoch: list[dict[str, float]], monitor: str) -> dict[str, float]:

@@ -4,8 +4,9 @@ Trains the default preset (``params.yaml``: tiny model, 2 mm, 48^3, DWA, momentu
 rotation + jitter, 3 copies) on the default synthetic cohort (``synth.patients`` = 64,
 ``synth.seed`` = 7) with several seeds, and reports the external-split OS / RFS C-index
 and MVI AUC of each run beside the cohort's oracle (the true linear predictors,
-:func:`hcc_exp.data.synthetic.oracle_metrics`) and the share of the oracle's margin over
-chance, ``(model - 0.5) / (oracle - 0.5)``, of the mean over seeds. The headline is the
+:func:`hcc_exp.evaluation.oracle.cohort_oracle_metrics`) and the share of the oracle's margin over
+chance, ``(model - 0.5) / (oracle - 0.5)``, of the mean over seeds (:func:`hcc_exp.evaluation.oracle.oracle_share`:
+not estimable, null in the JSON, when the oracle is at or below 0.5). The headline is the
 smallest share of the three tasks (every task should reach the target). Internal-split
 numbers are stored too (more patients, less noisy).
 
@@ -19,6 +20,7 @@ processes (one thread each; default all seeds at once).
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
@@ -41,11 +43,16 @@ from benchmarks.common import (
     synthetic_cohort,
     write_result,
 )
+from hcc_exp.evaluation.oracle import SHARE_METRICS, oracle_metric, oracle_share  # torch-free
+from hcc_exp.vocabulary import SPLITS as ALL_SPLITS
+from hcc_exp.vocabulary import metric_key
 
 NAME = "oracle"
 TARGET = Target(0.9, ">= 0.9 of the oracle margin (each task)")
-TASKS = {"os": "os/c_index", "rfs": "rfs/c_index", "mvi": "mvi/auc"}
-SPLITS = ("internal", "external")
+TASKS: dict[str, str] = dict(SHARE_METRICS)
+"""Task -> the model metric compared with the oracle (C-index for OS / RFS, AUC for MVI)."""
+SPLITS: tuple[str, ...] = tuple(s for s in ALL_SPLITS if s != "train")
+"""The splits reported (validation and test)."""
 
 
 def train_seed(overrides: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
@@ -151,9 +158,20 @@ def one_feature_baselines(cache, splits: tuple[str, ...] = SPLITS) -> dict[str, 
     return out
 
 
-def share(model: float, oracle: float) -> float:
-    """``(model - 0.5) / (oracle - 0.5)``: the part of the oracle's margin over chance recovered."""
-    return (model - 0.5) / (oracle - 0.5) if oracle != 0.5 else float("nan")
+def share(model: float, oracle: float | None, metric: str) -> float | None:
+    """The package's oracle share (:func:`hcc_exp.evaluation.oracle.oracle_share`), None where not estimable."""
+    if oracle is None:
+        return None
+    value = oracle_share(model, oracle, metric)
+    return round(value, 4) if isinstance(value, float) else None
+
+
+def _text(value: float | None) -> str:
+    return "n/e (oracle <= 0.5)" if value is None else f"{value:.2f}"
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -188,7 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import multiprocessing as mp
 
     from hcc_exp.config import load_config, parse_set_options
-    from hcc_exp.data.synthetic import oracle_metrics, split_sizes
+    from hcc_exp.data.synthetic import split_sizes
+    from hcc_exp.evaluation.oracle import cohort_oracle_metrics
     from hcc_exp.training.train import prepare_cohort
 
     defaults = load_config("params.yaml")
@@ -214,27 +233,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ]
         seeds = [f.result() for f in futures]
 
-    oracle = oracle_metrics(cohort_dir)
+    oracle = cohort_oracle_metrics(cohort_dir)
     per_split: dict[str, Any] = {}
     for split in SPLITS:
         rows = {}
-        for task, key in TASKS.items():
-            values = [s["metrics"][f"{split}/{key}"] for s in seeds]
+        for task, metric in TASKS.items():
+            values = [s["metrics"][metric_key(split, task, metric)] for s in seeds]
             mean = statistics.fmean(values)
+            reference = oracle.get(metric_key(split, task, oracle_metric(metric)))
             rows[task] = {
                 "model_per_seed": [round(v, 4) for v in values],
                 "model_mean": round(mean, 4),
                 "model_sd": round(statistics.stdev(values), 4) if len(values) > 1 else None,
-                "oracle": round(oracle[f"{split}/{key}"], 4),
-                "share_of_oracle_margin": round(share(mean, oracle[f"{split}/{key}"]), 4),
-                "share_per_seed": [round(share(v, oracle[f"{split}/{key}"]), 4) for v in values],
+                "oracle": _round(reference),
+                "share_of_oracle_margin": share(mean, reference, metric),
+                "share_per_seed": [share(v, reference, metric) for v in values],
                 "one_feature_baseline": round(baselines[split][task], 4),
-                "one_feature_baseline_share": round(share(baselines[split][task], oracle[f"{split}/{key}"]), 4),
+                "one_feature_baseline_share": share(baselines[split][task], reference, metric),
             }
         per_split[split] = rows
     external = per_split["external"]
-    headline = min(external[t]["share_of_oracle_margin"] for t in TASKS)
-    shares_text = ", ".join(f"{t.upper()} {external[t]['share_of_oracle_margin']:.2f}" for t in TASKS)
+    external_shares = [external[t]["share_of_oracle_margin"] for t in TASKS]
+    headline = None if None in external_shares else min(external_shares)
+    shares_text = ", ".join(f"{t.upper()} {_text(external[t]['share_of_oracle_margin'])}" for t in TASKS)
     n_external = split_sizes(defaults.synth.patients)["external"]
     notes = [
         f"Trained {args.epochs} epochs per seed (params.yaml trainer.max_epochs = {defaults.trainer.max_epochs}) "
@@ -268,18 +289,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     notes.append(
         "One-feature baselines from the same cache, no training (results.per_split.*.*.one_feature_baseline; "
         "tumour texture for OS, arterial halo for RFS and MVI): external share "
-        + ", ".join(f"{t.upper()} {external[t]['one_feature_baseline_share']:.2f}" for t in TASKS)
+        + ", ".join(f"{t.upper()} {_text(external[t]['one_feature_baseline_share'])}" for t in TASKS)
         + ", internal share "
-        + ", ".join(f"{t.upper()} {per_split['internal'][t]['one_feature_baseline_share']:.2f}" for t in TASKS)
+        + ", ".join(f"{t.upper()} {_text(per_split['internal'][t]['one_feature_baseline_share'])}" for t in TASKS)
         + (
             ": the preprocessed arrays carry the planted signal, so a gap between the model and these baselines "
             "lies in the model's training, not in the data or the preprocessing."
-            if statistics.fmean(per_split["internal"][t]["one_feature_baseline_share"] for t in TASKS) >= 0.5
+            if statistics.fmean(per_split["internal"][t]["one_feature_baseline_share"] or 0.0 for t in TASKS) >= 0.5
             else ": the baselines are weak too, so the planted signal may not survive preprocessing."
         )
     )
     if not TARGET.met(headline):
-        weakest = min(TASKS, key=lambda t: external[t]["share_of_oracle_margin"])
+        weakest = min(TASKS, key=lambda t: external[t]["share_of_oracle_margin"] or -math.inf)
         notes.append(
             f"target missed: external shares {shares_text}; weakest {weakest.upper()}. Best epochs per seed "
             f"{[s['best_epoch'] for s in seeds]} of {args.epochs}: "
@@ -323,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 {
                     **{k: s[k] for k in ("seed", "epochs_trained", "best_epoch", "seconds", "run_dir")},
                     "train_split": {
-                        task: round(s["metrics"].get(f"train/{key}", float("nan")), 4) for task, key in TASKS.items()
+                        task: round(s["metrics"].get(metric_key("train", task, metric), float("nan")), 4)
+                        for task, metric in TASKS.items()
                     },
                     "curve": s["curve"],
                 }

@@ -82,10 +82,11 @@ def synth(
 ) -> None:
     """Write the embedded synthetic triphasic CT cohort (with its oracle) to OUT."""
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.evaluation.oracle import cohort_oracle_metrics
     from hcc_exp.reporting.console import render_synthetic_summary
 
     summary = write_synthetic_cohort(out, patients=patients, seed=seed, progress=not quiet)
-    render_synthetic_summary(summary, console, oracle=summary.oracle)
+    render_synthetic_summary(summary, console, oracle=cohort_oracle_metrics(out))
     _done(f"Wrote {patients} patients to", f"{out} (oracle in {out / 'oracle.csv'})")
 
 

@@ -21,6 +21,7 @@ from rich.text import Text
 from hcc_exp.config import load_config
 from hcc_exp.errors import HccExpError
 from hcc_exp.paths import DEMO_RUN_DIR, DEMO_SWEEP_DIR, DEMO_TABLE_DIR
+from hcc_exp.run_folder import RunFolder
 
 
 def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Console) -> None:
@@ -29,11 +30,12 @@ def ensure_raw_cohort(cohort_dir: Path, patients: int, seed: int, console: Conso
         console.print(f"Raw cohort present: {cohort_dir}")
         return
     from hcc_exp.data.synthetic import write_synthetic_cohort
+    from hcc_exp.evaluation.oracle import cohort_oracle_metrics
     from hcc_exp.reporting.console import render_synthetic_summary
 
     console.rule("synthetic cohort")
     summary = write_synthetic_cohort(cohort_dir, patients=patients, seed=seed, progress=True)
-    render_synthetic_summary(summary, console, oracle=summary.oracle)
+    render_synthetic_summary(summary, console, oracle=cohort_oracle_metrics(cohort_dir))
 
 
 def dvc_executable() -> str:
@@ -59,7 +61,7 @@ def run_demo(config_path: Path | None, console: Console) -> None:
 
     from hcc_exp.reporting.console import render_evaluation
 
-    evaluation = DEMO_RUN_DIR / "evaluation" / "metrics.json"
+    evaluation = RunFolder(DEMO_RUN_DIR).evaluation_metrics_json
     if evaluation.is_file():
         render_evaluation(DEMO_RUN_DIR, json.loads(evaluation.read_text(encoding="utf-8")), console)
     table = DEMO_TABLE_DIR / "ablation.md"
@@ -68,6 +70,6 @@ def run_demo(config_path: Path | None, console: Console) -> None:
     console.print(
         Text.assemble(
             ("Done.", "green"),
-            f" Run folder: {DEMO_RUN_DIR}  |  evaluation: {DEMO_RUN_DIR / 'evaluation'}  |  demo sweep: {DEMO_SWEEP_DIR}",
+            f" Run folder: {DEMO_RUN_DIR}  |  evaluation: {RunFolder(DEMO_RUN_DIR).evaluation_dir}  |  demo sweep: {DEMO_SWEEP_DIR}",
         )
     )

@@ -323,9 +323,10 @@ class StagedRunFolder:
         self.target = RunFolder(Path(target))
         check_output_folder(self.target.root, "run folder")
         self.target_existed = self.target.root.exists()
-        parent = self.target.root.absolute().parent
+        absolute = Path(os.path.abspath(self.target.root))  # "runs/x/.." or "." name their folder too
+        parent = absolute.parent
         make_output_folder(parent, "run folder parent")
-        staging = parent / f".{self.target.name}{STAGING_MARK}{secrets.token_hex(4)}"
+        staging = parent / f".{absolute.name}{STAGING_MARK}{secrets.token_hex(4)}"
         try:
             staging.mkdir()
         except OSError as exc:

@@ -5,7 +5,8 @@ level, inside functions and under ``if TYPE_CHECKING`` (a function-level import 
 upward dependency or a cycle). The layers, bottom first (a module may import its own layer and
 those below)::
 
-    base         config, errors, vocabulary, progress, paths, the package __init__
+    base         config, errors, vocabulary, progress, paths, formatting (table cells), document
+                 (Markdown / HTML model), processes, the package __init__
     data         cohort contract, IO, validation, preprocessing and its cache, data module
     run_folder   the run-folder layout (opens a run's preprocessed cache, writes through data.io)
     models       the networks
@@ -40,7 +41,13 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "hcc_exp"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("hcc_exp", "hcc_exp.config", "hcc_exp.errors", "hcc_exp.vocabulary", "hcc_exp.progress", "hcc_exp.paths")),
+    (
+        "base",
+        (
+            "hcc_exp", "hcc_exp.config", "hcc_exp.errors", "hcc_exp.vocabulary", "hcc_exp.progress", "hcc_exp.paths",
+            "hcc_exp.formatting", "hcc_exp.document", "hcc_exp.processes",
+        ),
+    ),
     ("data", ("hcc_exp.data",)),
     ("run_folder", ("hcc_exp.run_folder",)),
     ("models", ("hcc_exp.models",)),

@@ -18,6 +18,7 @@ import pandas as pd
 from hcc_exp.errors import InvalidValueError
 from hcc_exp.evaluation.common import NotEstimable, as_scores, as_survival_arrays
 from hcc_exp.evaluation.concordance import PairedCIndexDifference, paired_bootstrap_difference
+from hcc_exp.vocabulary import metric_key
 
 BCLC_ORDER: dict[str, int] = {"0": 0, "A": 1, "B": 2, "C": 3, "D": 4}
 TNM_ORDER: dict[str, int] = {"I": 1, "II": 2, "III": 3, "IV": 4}
@@ -90,6 +91,26 @@ class BaselineComparison:
     n: int
     result: PairedCIndexDifference
 
+    def values(self) -> dict[str, float]:
+        """:data:`BASELINE_METRICS` -> value (the baseline's C-index and interval, model - baseline)."""
+        res = self.result
+        return dict(
+            zip(
+                BASELINE_METRICS,
+                (
+                    res.baseline.estimate,
+                    res.baseline.ci_low,
+                    res.baseline.ci_high,
+                    res.model.estimate,
+                    res.estimate,
+                    res.ci_low,
+                    res.ci_high,
+                    res.p_value,
+                ),
+                strict=True,
+            )
+        )
+
 
 def compare_with_baselines(
     time,
@@ -135,3 +156,27 @@ def compare_with_baselines(
         else:
             out[key] = BaselineComparison(key, int(available.sum()), result)
     return out
+
+
+BASELINE_METRICS: tuple[str, ...] = (
+    "c_index",
+    "c_index_ci_low",
+    "c_index_ci_high",
+    "model_c_index",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "diff_p",
+)
+"""Metrics stored per baseline, split and endpoint (the baseline's C-index and model - baseline)."""
+
+
+def baseline_metric_key(split: str, endpoint: str, baseline: str, metric: str) -> str:
+    """``"<split>/<endpoint>/baseline/<baseline>/<metric>"``: a metric key with the baseline's name inside.
+
+    >>> baseline_metric_key("internal", "os", "bclc", "diff_p")
+    'internal/os/baseline/bclc/diff_p'
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
+    return f"{metric_key(split, endpoint, 'baseline')}/{baseline}/{metric}"

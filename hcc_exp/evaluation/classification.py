@@ -64,6 +64,11 @@ def youden_threshold(y_true, probability) -> float | NotEstimable:
     """The probability cut maximising sensitivity + specificity - 1 on these (training) patients.
 
     Ties in J keep the highest threshold (the first one along sklearn's ROC curve).
+
+    Cutting at 0.6 classifies every patient correctly (J = 1):
+
+    >>> youden_threshold([0, 0, 1, 1], [0.1, 0.4, 0.6, 0.9])
+    0.6
     """
     y = as_binary_labels(y_true, name="mvi")
     prob = as_scores(probability, y.size, name="mvi probability")

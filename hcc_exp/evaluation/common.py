@@ -75,6 +75,9 @@ def truncate_follow_up(time, event, truncate_days: float | None) -> tuple[np.nda
     """Administrative censoring at ``truncate_days``: later times become censored at that day.
 
     Used for the paper's 5-year window (Figure 3). ``None`` returns the input unchanged.
+
+    >>> truncate_follow_up([100.0, 2000.0], [1, 1], 1825.0)
+    (array([ 100., 1825.]), array([ True, False]))
     """
     time_arr, event_arr = as_survival_arrays(time, event)
     if truncate_days is None:

@@ -18,6 +18,7 @@ memory is O(n^2) for the pair matrices, fine for cohorts of a few thousand patie
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,12 +82,17 @@ class PairedCIndexDifference:
 
 @dataclass(frozen=True)
 class TorchsurvCIndex:
-    """torchsurv's C-index and its own (Noether by default) confidence interval."""
+    """torchsurv's C-index and its own (Noether by default) confidence interval.
+
+    ``ci_low`` / ``ci_high`` are NaN and ``reason`` says why when torchsurv cannot give an interval
+    (its standard error is zero when the C-index is exactly 0 or 1).
+    """
 
     estimate: float
     ci_low: float
     ci_high: float
     method: str
+    reason: str = ""
 
 
 # --------------------------------------------------------------------------- pair structure
@@ -96,6 +102,15 @@ def comparable_pairs(time, event) -> np.ndarray:
     Args:
         time: (n,) event or censoring time (any unit).
         event: (n,) 1/True where the time is an event.
+
+    An event at t = 1 precedes everyone; the event at t = 2 precedes the censoring at t = 2
+    (censored patients were still at risk) but not the other event at t = 2:
+
+    >>> comparable_pairs([1, 2, 2, 2], [1, 1, 1, 0]).astype(int)
+    array([[0, 1, 1, 1],
+           [0, 0, 0, 1],
+           [0, 0, 0, 1],
+           [0, 0, 0, 0]])
     """
     time_arr, event_arr = as_survival_arrays(time, event)
     later = time_arr[None, :] > time_arr[:, None]
@@ -109,6 +124,11 @@ def pair_scores(risk, comparable: np.ndarray, tied_tol: float = DEFAULT_TIED_TOL
     Args:
         risk: (n,) risk score, higher = earlier event expected.
         comparable: (n, n) output of :func:`comparable_pairs`.
+
+    >>> pair_scores([3.0, 1.0, 1.0], comparable_pairs([1, 2, 3], [1, 1, 0]))
+    array([[0. , 1. , 1. ],
+           [0. , 0. , 0.5],
+           [0. , 0. , 0. ]])
     """
     risk_arr = as_scores(risk, comparable.shape[0])
     diff = risk_arr[:, None] - risk_arr[None, :]
@@ -119,9 +139,19 @@ def pair_scores(risk, comparable: np.ndarray, tied_tol: float = DEFAULT_TIED_TOL
 def harrell_c_index(time, event, risk, tied_tol: float = DEFAULT_TIED_TOL) -> float | NotEstimable:
     """Harrell's C-index (equal to ``sksurv.metrics.concordance_index_censored(...)[0]``).
 
+    Args:
+        time, event, risk: (n,) each; risk higher = earlier event expected.
+
     Returns:
         The C-index, or :class:`NotEstimable` when no pair is comparable (no event, or
         all events at the last time).
+
+    Hand count: comparable pairs (1,2), (1,3), (2,3); risks 3 > 1 twice, then a tie (1/2):
+
+    >>> harrell_c_index([1, 2, 3], [1, 1, 0], [3.0, 1.0, 1.0])  # (1 + 1 + 0.5) / 3
+    0.8333333333333334
+    >>> harrell_c_index([1, 2], [0, 0], [1.0, 2.0])
+    NotEstimable(reason='no events (all patients censored)')
     """
     comparable = comparable_pairs(time, event)
     denominator = comparable.sum()
@@ -139,12 +169,21 @@ def _no_pairs_reason(event) -> str:
 
 # --------------------------------------------------------------------------- bootstrap
 def bootstrap_indices(n_patients: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, n) int64: patient positions drawn with replacement, one row per resample."""
+    """(B, n) int64: patient positions drawn with replacement, one row per resample.
+
+    >>> bootstrap_indices(4, 3, np.random.default_rng(0)).shape
+    (3, 4)
+    """
     return rng.integers(0, n_patients, size=(n_resamples, n_patients))
 
 
 def resample_counts(indices: np.ndarray, n_patients: int) -> np.ndarray:
-    """(B, n) float64 multiplicities: how often each patient appears in each resample."""
+    """(B, n) float64 multiplicities: how often each patient appears in each resample.
+
+    >>> resample_counts(np.array([[0, 0, 2], [1, 2, 2]]), 3)
+    array([[2., 0., 1.],
+           [0., 1., 2.]])
+    """
     n_resamples = indices.shape[0]
     offsets = (np.arange(n_resamples, dtype=np.int64) * n_patients)[:, None]
     flat = np.bincount((indices + offsets).ravel(), minlength=n_resamples * n_patients)
@@ -323,5 +362,9 @@ def torchsurv_c_index(
         return NotEstimable(_no_pairs_reason(event_arr))
     metric = ConcordanceIndex()
     estimate = metric(torch.from_numpy(risk_arr), torch.from_numpy(event_arr), torch.from_numpy(time_arr))
-    low, high = metric.confidence_interval(method=method, alpha=1.0 - confidence)
+    try:
+        low, high = metric.confidence_interval(method=method, alpha=1.0 - confidence)
+    except ValueError as exc:  # "The standard error of the concordance index must be a positive value."
+        reason = f"torchsurv {method} interval undefined at C = {float(estimate):g} ({exc})"
+        return TorchsurvCIndex(float(estimate), math.nan, math.nan, method, reason)
     return TorchsurvCIndex(float(estimate), float(low), float(high), method)

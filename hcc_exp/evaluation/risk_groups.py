@@ -53,14 +53,28 @@ class RiskGroupComparison:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
+COX_FIT_OPTIONS: dict[str, float] = {"precision": 1e-12, "r_precision": 1e-14}
+"""lifelines' Newton-Raphson stopping rules, tightened: its defaults stop on a relative log-likelihood
+change of 1e-9, which left the WHAS500 high- vs low-age HR at 4.83090 against 4.83108 from
+statsmodels PHReg and scikit-survival (relative 4e-5); with these all three agree to 1e-9."""
+
+
 def median_cut(train_risk) -> float:
-    """The training split's median risk, the cut between low and high risk."""
+    """The training split's median risk, the cut between low and high risk.
+
+    >>> median_cut([0.1, 0.4, 2.0, -1.0])
+    0.25
+    """
     risk = np.asarray(train_risk, dtype=float).reshape(-1)
     return float(np.median(as_scores(risk, risk.size, name="training risk")))
 
 
 def high_risk_indicator(risk, cut: float) -> np.ndarray:
-    """(n,) bool: risk strictly above ``cut``."""
+    """(n,) bool: risk strictly above ``cut`` (a risk equal to the cut is low risk).
+
+    >>> high_risk_indicator([0.1, 0.25, 0.4], 0.25)
+    array([False, False,  True])
+    """
     return np.asarray(risk, dtype=float) > cut
 
 
@@ -102,7 +116,7 @@ def compare_risk_groups(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cph = CoxPHFitter().fit(frame, duration_col="time", event_col="event")
+                cph = CoxPHFitter().fit(frame, duration_col="time", event_col="event", fit_options=COX_FIT_OPTIONS)
             row = cph.summary.loc["high_risk"]
             hr, hr_low, hr_high, hr_p = (
                 float(row["exp(coef)"]),

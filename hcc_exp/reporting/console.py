@@ -1,8 +1,11 @@
-"""Rich rendering of run results for the terminal (no computation here)."""
+"""Rich rendering of run results for the terminal (no computation here).
+
+Cells go through the package's one formatter (:mod:`hcc_exp.formatting`), so a statistic that
+could not be computed reads ``n/e`` here as in every table.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,35 +13,37 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-SPLITS = ("train", "internal", "external")
+from hcc_exp.formatting import format_interval, format_number
+from hcc_exp.vocabulary import SPLITS, metric_key
 
 
 def _fmt(value: object, digits: int = 3) -> str:
-    if isinstance(value, str) and value.startswith("not estimable"):
-        return "n/e"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return "n/a" if math.isnan(float(value)) else f"{float(value):.{digits}f}"
-    return "n/a" if value is None else str(value)
+    """A number with ``digits`` decimals; ``"n/e"`` for NaN, None or a "not estimable: ..." string.
+
+    >>> _fmt(0.81234), _fmt(float("nan")), _fmt("not estimable: no events")
+    ('0.812', 'n/e', 'n/e')
+    """
+    return format_number(value, digits)
 
 
 def render_train_result(result, console: Console) -> None:
     """Per-split C-index / MVI metrics of a finished training run."""
     table = Table(title=f"Run {result.run_dir} (best epoch {result.best_epoch}, {result.epochs_trained} epochs)")
     table.add_column("split")
-    for column in ("OS C-index", "RFS C-index", "MVI AUC", "MVI F1", "MVI accuracy"):
+    columns = {
+        "OS C-index": ("os", "c_index"),
+        "RFS C-index": ("rfs", "c_index"),
+        "MVI AUC": ("mvi", "auc"),
+        "MVI F1": ("mvi", "f1"),
+        "MVI accuracy": ("mvi", "accuracy"),
+    }
+    for column in columns:
         table.add_column(column, justify="right")
+    m = result.metrics
     for split in SPLITS:
-        m = result.metrics
-        if f"{split}/os/c_index" not in m:
+        if metric_key(split, "os", "c_index") not in m:
             continue
-        table.add_row(
-            split,
-            _fmt(m.get(f"{split}/os/c_index")),
-            _fmt(m.get(f"{split}/rfs/c_index")),
-            _fmt(m.get(f"{split}/mvi/auc")),
-            _fmt(m.get(f"{split}/mvi/f1")),
-            _fmt(m.get(f"{split}/mvi/accuracy")),
-        )
+        table.add_row(split, *(_fmt(m.get(metric_key(split, task, name))) for task, name in columns.values()))
     console.print(table)
     console.print(f"Run folder: {result.run_dir}  ({result.seconds:.0f} s)")
 
@@ -53,21 +58,20 @@ def render_evaluation(run_dir: Path, metrics: dict, console: Console) -> None:
     table.add_column("MVI AUC", justify="right", no_wrap=True)
     table.add_column("OS share*", justify="right", min_width=9)
     for split in SPLITS:
-        if f"{split}/os/c_index" not in metrics:
+        if metric_key(split, "os", "c_index") not in metrics:
             continue
 
         def ci(task: str, split: str = split) -> str:
-            base = f"{split}/{task}/c_index"
-            low, high = _fmt(metrics.get(base + "_ci_low"), 2), _fmt(metrics.get(base + "_ci_high"), 2)
-            return f"{_fmt(metrics.get(base), 2)} [{low}-{high}]"
+            key = metric_key(split, task, "c_index")
+            return format_interval(metrics.get(key), metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high"), 2)
 
         table.add_row(
             split,
             ci("os"),
             ci("rfs"),
-            _fmt(metrics.get(f"{split}/mvi/f1"), 2),
-            _fmt(metrics.get(f"{split}/mvi/auc"), 2),
-            _fmt(metrics.get(f"{split}/os/oracle_share"), 2),
+            _fmt(metrics.get(metric_key(split, "mvi", "f1")), 2),
+            _fmt(metrics.get(metric_key(split, "mvi", "auc")), 2),
+            _fmt(metrics.get(metric_key(split, "os", "oracle_share")), 2),
         )
     console.print(table)
     console.print("* OS share of the oracle margin: (model - 0.5) / (oracle - 0.5)")
@@ -82,7 +86,11 @@ def render_synthetic_summary(summary, console: Console, oracle: Mapping[str, flo
     """
     table = Table(title=f"Synthetic cohort {summary.cohort_dir} (seed {summary.seed}, v{summary.version})")
     columns = ["split", "n", "OS events", "RFS events", "MVI+"]
-    oracle_keys = [("oracle OS C", "os", "c_index"), ("oracle RFS C", "rfs", "c_index"), ("oracle MVI AUC", "mvi", "auc")]
+    oracle_keys = [
+        ("oracle OS C", "os", "oracle_c_index"),
+        ("oracle RFS C", "rfs", "oracle_c_index"),
+        ("oracle MVI AUC", "mvi", "oracle_auc"),
+    ]
     if oracle is not None:
         columns += [title for title, _, _ in oracle_keys]
     for col in columns:
@@ -96,6 +104,6 @@ def render_synthetic_summary(summary, console: Console, oracle: Mapping[str, flo
             f"{summary.mvi_rate[split]:.0%}",
         ]
         if oracle is not None:
-            row += [_fmt(oracle.get(f"{split}/{task}/{metric}")) for _, task, metric in oracle_keys]
+            row += [_fmt(oracle.get(metric_key(split, task, metric))) for _, task, metric in oracle_keys]
         table.add_row(*row)
     console.print(table)

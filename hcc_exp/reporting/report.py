@@ -1,6 +1,6 @@
 """Sweep report: the ablation tables, the forest plot, each arm's best run and the trial counts.
 
-Written twice from one list of blocks (:mod:`hcc_exp.reporting.document`):
+Written twice from one list of blocks (:mod:`hcc_exp.document`):
 
 * ``report.md`` next to its images (forest plot, copied evaluation figures);
 * ``report.html``, self-contained: CSS inline, every image a base64 data URI.
@@ -13,18 +13,12 @@ import re
 import shutil
 from pathlib import Path
 
-from hcc_exp.reporting import document as doc
+from hcc_exp import document as doc
+from hcc_exp.formatting import format_number
+from hcc_exp.reporting.ablation import AblationTable, build_ablation_table, task_metric
 from hcc_exp.reporting.sweep_folder import EVALUATION_DIR, RunRecord
-from hcc_exp.reporting.tables import (
-    SPLITS,
-    AblationTable,
-    TableLogger,
-    ablation_blocks,
-    build_ablation_table,
-    format_number,
-    metric_label,
-    write_ablation_table,
-)
+from hcc_exp.reporting.tables import TableLogger, ablation_blocks, metric_label, write_ablation_table
+from hcc_exp.vocabulary import SPLITS
 
 REPORT_DIR = "report"
 BEST_RUNS_DIR = "best_runs"
@@ -41,6 +35,18 @@ def _display_path(path: Path, base: Path) -> str:
         return path.name
 
 
+def _split_and_metric(key: str) -> tuple[str, str] | None:
+    """``"internal/os/c_index"`` -> ``("internal", "os/c_index")``; None for a key that is no metric key."""
+    split, metric = key.split("/", 1) if key.count("/") >= 2 else ("", "")
+    if split not in SPLITS:
+        return None
+    try:
+        task_metric(metric)
+    except ValueError:
+        return None
+    return split, metric
+
+
 def run_metric_table(metrics: dict[str, float]) -> tuple[doc.Table, list[str]]:
     """Flat ``<split>/<task>/<metric>`` keys as a table (rows task/metric, columns splits).
 
@@ -50,9 +56,9 @@ def run_metric_table(metrics: dict[str, float]) -> tuple[doc.Table, list[str]]:
     by_name: dict[str, dict[str, float]] = {}
     others: list[str] = []
     for key, value in metrics.items():
-        split, _, rest = key.partition("/")
-        if split in SPLITS and "/" in rest:
-            by_name.setdefault(rest, {})[split] = value
+        parsed = _split_and_metric(key)
+        if parsed is not None:
+            by_name.setdefault(parsed[1], {})[parsed[0]] = value
         elif isinstance(value, float) and math.isfinite(value):
             others.append(f"{key}: {format_number(value, 4)}")
     splits = [s for s in SPLITS if any(s in v for v in by_name.values())]

@@ -101,6 +101,14 @@ def mean_t_interval(values: Sequence[float] | np.ndarray, confidence: float = CO
     Returns:
         The mean and interval; with fewer than two values the interval is nan with a reason.
         With zero spread the interval collapses to the mean (every seed gave the same value).
+
+    Three seeds 0.70, 0.72, 0.74: mean 0.72, SE 0.02 / sqrt(3), t(0.975, 2) = 4.303:
+
+    >>> r = mean_t_interval([0.70, 0.72, 0.74])
+    >>> round(r.mean, 4), round(r.low, 4), round(r.high, 4), r.n
+    (0.72, 0.6703, 0.7697, 3)
+    >>> mean_t_interval([0.7]).reason
+    'not estimable: 1 seed (a t-interval needs at least 2)'
     """
     x = _finite(values)
     n = int(x.size)
@@ -170,6 +178,11 @@ def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 
     Returns:
         Shape (m,): adjusted p-values in the input order, nan where the input was nan.
+
+    Sorted 0.01, 0.03, 0.04 times 3, 2, 1 give 0.03, 0.06, 0.04 -> monotone 0.03, 0.06, 0.06:
+
+    >>> holm_adjust([0.04, 0.01, float("nan"), 0.03])
+    array([0.06, 0.03,  nan, 0.06])
     """
     p = np.asarray(p_values, dtype=float).ravel()
     out = np.full(p.shape, np.nan)
@@ -290,6 +303,12 @@ def bootstrap_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | 
 
     Returns:
         shape (B,): the AUC per resample; nan where a resample holds one class only.
+
+    The full sample (positives 0.9, 0.4; negatives 0.5, 0.1: 3 of 4 pairs won) and a resample
+    of negatives only:
+
+    >>> bootstrap_auc([1, 0, 1, 0], [0.9, 0.5, 0.4, 0.1], np.array([[0, 1, 2, 3], [1, 1, 3, 3]]))
+    array([0.75,  nan])
     """
     y = np.asarray(labels, dtype=float)[indices]
     ranks = stats.rankdata(np.asarray(scores, dtype=float)[indices], axis=1)

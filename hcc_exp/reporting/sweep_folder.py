@@ -19,7 +19,8 @@ import pandas as pd
 
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.errors import HccExpError, RunFolderError, SweepError
-from hcc_exp.evaluation.evaluate import oracle_shares, run_oracle
+from hcc_exp.evaluation.evaluate import run_oracle
+from hcc_exp.evaluation.oracle import oracle_shares
 from hcc_exp.run_folder import EVALUATION_DIR, META_JSON, METRICS_JSON, RunFolder, iter_run_folders
 from hcc_exp.sweeps import folder as sweep_layout
 from hcc_exp.sweeps.spec import SweepSpec
@@ -272,7 +273,8 @@ def read_sweep(sweep_dir: Path | str) -> SweepFolder:
                     oracles[cohort] = None
                     notes.append(f"{label}: oracle not read: {exc}")
             if oracles[cohort]:
-                metrics = {**metrics, **oracle_shares(metrics, oracles[cohort])}
+                shares = oracle_shares(metrics, oracles[cohort])
+                metrics = {**metrics, **{k: v for k, v in shares.items() if isinstance(v, float)}}
         record = RunRecord(
             trial=None if pd.isna(row.number) else int(row.number),
             arm=str(arm),

@@ -171,7 +171,7 @@ def train(
         repo_root = Path.cwd()
         git = git_state(repo_root)
         meta = {
-            "run_id": target.name,
+            "run_id": Path(os.path.abspath(target)).name,
             "hcc_exp_version": hcc_exp.__version__,
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
@@ -191,7 +191,7 @@ def train(
         # The tracker writes in the final folder (its W&B files must not move while W&B runs);
         # the run's own files stay staged until the run is complete.
         tracker.start(
-            run_id=target.name,
+            run_id=meta["run_id"],
             run_dir=target,
             config=config.to_flat_dict(),
             group=group,
@@ -214,7 +214,7 @@ def train(
             tracker.log_summary(result.metrics)
             tracker.log_checkpoint(
                 run.best_checkpoint,
-                name=f"model-{target.name}",
+                name=f"model-{meta['run_id']}",
                 metadata={"best_epoch": result.best_epoch, "cache_key": cohort.cache_key},
             )
             exit_code = 0

@@ -88,9 +88,11 @@ def test_epochs_of_trial_counts_validated_epochs(tmp_path):
 
 
 def test_share_of_the_oracle_margin():
-    assert share(0.7, 0.8) == pytest.approx(2 / 3)
-    assert share(0.5, 0.8) == 0.0
-    assert np.isnan(share(0.6, 0.5))
+    assert share(0.7, 0.8, "c_index") == pytest.approx(2 / 3, abs=1e-4)  # rounded for the JSON
+    assert share(0.5, 0.8, "c_index") == 0.0
+    # The package's one rule: an oracle at or below chance gives no share (was NaN at 0.5, negative below).
+    assert share(0.6, 0.5, "c_index") is None and share(0.6, 0.4, "auc") is None
+    assert share(0.6, None, "auc") is None
 
 
 def test_replay_pruner_stops_a_trial_below_the_median():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "internal", "external")
+from hcc_exp.vocabulary import SPLITS
 
 
 def synthetic_predictions_and_labels(

@@ -1,8 +1,10 @@
-"""Benchmark: the vectorised bootstrap (1,000 resamples x 400 patients) against a loop of sksurv calls."""
+"""The vectorised bootstrap (1,000 resamples x 400 patients) against a loop of sksurv calls on the same resamples.
+
+Timings belong to ``benchmarks/bench_bootstrap.py`` (which writes the side-by-side ratio to JSON);
+this test checks only that the numbers are the reference library's.
+"""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from hcc_exp.evaluation.concordance import bootstrap_c_index
 
 
 @pytest.mark.slow
-def test_vectorised_bootstrap_1000_x_400_is_fast_and_equals_sksurv_loop():
+def test_vectorised_bootstrap_1000_x_400_equals_sksurv_loop_and_its_interval():
     rng = np.random.default_rng(11)
     n = 400
     x = rng.normal(size=n)
@@ -22,18 +24,13 @@ def test_vectorised_bootstrap_1000_x_400_is_fast_and_equals_sksurv_loop():
     event = event_time <= censor_time
     risk = np.round(x, 1)  # tied risks
 
-    start = time.perf_counter()
     result = bootstrap_c_index(time_days, event, risk, rng=np.random.default_rng(0), n_resamples=1000)
-    vectorised_s = time.perf_counter() - start
-
-    start = time.perf_counter()
     loop = np.array(
         [concordance_index_censored(event[i], time_days[i], risk[i])[0] for i in result.resample_indices]
     )
-    loop_s = time.perf_counter() - start
-
-    print(
-        f"1000 x {n}: vectorised {vectorised_s:.3f} s, sksurv loop {loop_s:.2f} s ({loop_s / vectorised_s:.0f}x)"
-    )
     np.testing.assert_allclose(result.resample_estimates, loop, atol=1e-9)
-    assert vectorised_s < 1.0
+    # The reported interval is the 2.5 / 97.5 percentile of the reference's own resample C-indices.
+    low, high = np.percentile(loop, [2.5, 97.5])
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high), abs=1e-9)
+    assert result.estimate == pytest.approx(concordance_index_censored(event, time_days, risk)[0], abs=1e-12)
+    assert result.n_valid == 1000

@@ -124,6 +124,18 @@ def test_torchsurv_interval_is_reported(whas500):
     assert result.ci_low < result.estimate < result.ci_high
 
 
+@pytest.mark.parametrize("sign, expected", [(-1.0, 1.0), (1.0, 0.0)])
+def test_torchsurv_interval_at_c_exactly_0_or_1_is_not_estimable(sign, expected):
+    # Hand count: 4 patients, events at t = 1, 2, 3 and a censoring at 4 give 3 + 2 + 1 = 6
+    # comparable pairs; risk = -time orders all 6 concordantly (C = 1), risk = +time none (C = 0).
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([1, 1, 1, 0], dtype=bool)
+    result = torchsurv_c_index(time, event, sign * time)
+    assert result.estimate == expected == harrell_c_index(time, event, sign * time)
+    assert np.isnan(result.ci_low) and np.isnan(result.ci_high)
+    assert f"C = {expected:g}" in result.reason
+
+
 def test_bad_input_is_named():
     with pytest.raises(EvaluationInputError, match="risk"):
         harrell_c_index([1, 2, 3], [1, 0, 1], [0.1, np.nan, 0.3])

@@ -179,3 +179,61 @@ def test_run_config_supplies_evaluation_settings(tmp_path):
     (tmp_path / "config.yaml").write_text("evaluation:\n  horizon_days: [400]\n")
     with pytest.raises(RunFolderError, match="horizon_days"):
         _run_config(tmp_path)
+
+
+def _perfectly_ordered_external(n_per_split: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """External OS risk = -time on distinct times: every comparable pair is concordant, C = 1 exactly."""
+    predictions, labels, _ = synthetic_predictions_and_labels(n_per_split=n_per_split, seed=4)
+    external = (labels["split"] == "external").to_numpy()
+    labels.loc[external, "os_time_days"] = 100.0 + 50.0 * np.arange(external.sum())
+    labels.loc[external, "os_event"] = [1, 0] * (external.sum() // 2)
+    predictions.loc[external, "os_risk"] = -labels.loc[external, "os_time_days"].to_numpy()
+    return predictions, labels
+
+
+def test_c_index_of_exactly_one_is_not_estimable_for_torchsurv_not_a_crash(tmp_path):
+    # issue 13 item 4: torchsurv raises "standard error ... must be a positive value" at C = 1.
+    predictions, labels = _perfectly_ordered_external()
+    part = labels[labels["split"] == "external"]
+    event, time = part["os_event"].astype(bool).to_numpy(), part["os_time_days"].to_numpy(float)
+    risk = predictions.loc[part.index, "os_risk"].to_numpy(float)
+    assert concordance_index_censored(event, time, risk)[0] == 1.0  # the reference says C = 1
+    cfg = EvaluationConfig(horizons_days=(365,), bootstrap_resamples=50)
+    result = evaluate_predictions(predictions, labels, cfg, tmp_path / "evaluation", dca_thresholds=(0.3,), figures=False)
+    assert result["external/os/c_index"] == 1.0
+    assert result["external/os/c_index_torchsurv"] == 1.0
+    reasons = json.loads((tmp_path / "evaluation" / "reasons.json").read_text())
+    for bound in ("low", "high"):
+        assert "interval undefined at C = 1" in reasons[f"external/os/c_index_torchsurv_ci_{bound}"]
+    table = pd.read_csv(tmp_path / "evaluation" / "tables" / "table_b_survival.csv")
+    row = table[(table["Cohort"] == "External test") & (table["Endpoint"] == "OS")].iloc[0]
+    assert row.filter(like="Noether").iloc[0] == "1.000"  # the estimate, no interval
+
+
+def test_evaluation_folder_is_replaced_atomically(tmp_path, monkeypatch):
+    import hcc_exp.evaluation.evaluate as evaluate_module
+
+    predictions, labels, _ = synthetic_predictions_and_labels(n_per_split=12, seed=1)
+    cfg = EvaluationConfig(horizons_days=(365,), bootstrap_resamples=20)
+    out = tmp_path / "evaluation"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the tables")
+
+    monkeypatch.setattr(evaluate_module, "write_tables", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        evaluate_predictions(predictions, labels, cfg, out, dca_thresholds=(0.3,), figures=False)
+    assert list(tmp_path.iterdir()) == []  # no evaluation/, no staging folder left behind
+    monkeypatch.undo()
+
+    evaluate_predictions(predictions, labels, cfg, out, dca_thresholds=(0.3,), figures=False)
+    before = (out / "metrics.json").read_bytes()
+    (out / "stale.txt").write_text("from an older evaluation")
+    monkeypatch.setattr(evaluate_module, "write_tables", broken)
+    with pytest.raises(RuntimeError):
+        evaluate_predictions(predictions, labels, cfg, out, dca_thresholds=(0.3,), figures=False)
+    assert (out / "metrics.json").read_bytes() == before and (out / "stale.txt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluation"]
+    monkeypatch.undo()
+    evaluate_predictions(predictions, labels, cfg, out, dca_thresholds=(0.3,), figures=False)
+    assert not (out / "stale.txt").exists()  # a successful evaluation replaces the whole folder

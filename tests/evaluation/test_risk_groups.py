@@ -83,3 +83,24 @@ def test_degenerate_groups_are_reasoned():
     one_sided = compare_risk_groups(time, np.array([0, 0, 1, 1]), risk, cut=0.25)
     assert np.isnan(one_sided.hr) and "low-risk" in one_sided.reasons["hr"]
     assert 0 <= one_sided.logrank_p <= 1
+
+
+def test_whas500_hazard_ratio_agrees_with_sksurv_and_statsmodels_to_1e6():
+    # issue 16: at lifelines' default convergence the HR was 4.83090 against 4.83108 (sksurv, PHReg).
+    from sksurv.datasets import load_whas500
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    X, y = load_whas500()
+    age = X["age"].to_numpy(float)
+    time, event = y["lenfol"].astype(float), y["fstat"].astype(bool)
+    cut = float(np.median(age))
+    high = high_risk_indicator(age, cut).astype(float)[:, None]
+    result = compare_risk_groups(time, event, age, cut, None)
+    sksurv_hr = np.exp(CoxPHSurvivalAnalysis(ties="efron", tol=1e-12, n_iter=1000).fit(high, y).coef_[0])
+    assert result.hr == pytest.approx(sksurv_hr, rel=1e-6)
+    assert result.hr == pytest.approx(4.83108, abs=1e-5)  # the published-by-issue value
+    statsmodels = pytest.importorskip("statsmodels.api")
+    phreg = statsmodels.PHReg(time, high, status=event.astype(int), ties="efron").fit()
+    assert result.hr == pytest.approx(np.exp(phreg.params[0]), rel=1e-6)
+    low, upper = np.exp(phreg.conf_int()[0])
+    assert (result.hr_ci_low, result.hr_ci_high) == pytest.approx((low, upper), rel=1e-5)

@@ -96,3 +96,31 @@ def test_missing_training_rows_or_labels_are_named(rossi_run):
         fit_risk_model(predictions.assign(split="internal"), labels, (20,))
     with pytest.raises(RunFolderError, match="without labels"):
         fit_risk_model(predictions, labels.iloc[5:], (20,))
+
+
+def test_doctests():
+    import doctest
+
+    from hcc_exp.evaluation import risk_model
+
+    result = doctest.testmod(risk_model)
+    assert result.failed == 0 and result.attempted >= 1
+
+
+def test_fit_endpoint_risk_model_by_hand():
+    """Three patients, risks 0, 1, 2, all with events at days 5, 3, 1 (highest risk first).
+
+    Risk sets: at t=1 everyone (e^0 + e^1 + e^2), at t=3 patients 0 and 1 (e^0 + e^1), at t=5
+    patient 0 (e^0). H0(t) = sum of 1 / risk-set sums, S(t | r) = exp(-H0(t) e^r).
+    """
+    from hcc_exp.evaluation.risk_model import fit_endpoint_risk_model
+
+    model = fit_endpoint_risk_model([0.0, 1.0, 2.0], [5.0, 3.0, 1.0], [1, 1, 1])
+    e = np.e
+    h0 = {1.0: 1 / (1 + e + e**2), 3.0: 1 / (1 + e + e**2) + 1 / (1 + e), 5.0: 1 / (1 + e + e**2) + 1 / (1 + e) + 1.0}
+    for t, hazard in h0.items():
+        np.testing.assert_allclose(model.survival([0.0, 1.0], [t])[:, 0], np.exp(-hazard * np.exp([0.0, 1.0])), rtol=1e-12)
+    assert model.cutoff == 1.0 and model.risk_group([1.0, 1.0001]).tolist() == ["low", "high"]
+    assert np.isnan(model.survival([0.0], [6.0])).all()  # beyond the last training time
+    none = fit_endpoint_risk_model([0.0, 1.0], [5.0, 3.0], [0, 0])
+    assert none.baseline is None and "no events" in none.reason and "no events" in none.breslow.reason

@@ -69,5 +69,5 @@ def test_run_metric_table_pivots_flat_keys():
     )
     assert table.header == ("metric", "internal", "external")
     assert ("OS C-index", "0.810", "0.770") in table.rows
-    assert ("MVI F1", "0.700", "–") in table.rows
+    assert ("MVI F1", "0.700", "n/e") in table.rows
     assert others == ["best_epoch: 12.0000"]

@@ -17,14 +17,9 @@ from sksurv.metrics import concordance_index_censored
 from statsmodels.stats.multitest import multipletests
 
 from hcc_exp.errors import SweepError
+from hcc_exp.reporting.ablation import ROW_COLUMNS, build_ablation_table
 from hcc_exp.reporting.sweep_folder import read_sweep
-from hcc_exp.reporting.tables import (
-    ROW_COLUMNS,
-    build_ablation_table,
-    metric_label,
-    render_table,
-    write_ablation_table,
-)
+from hcc_exp.reporting.tables import metric_label, render_table, write_ablation_table
 from tests.reporting.fake_sweep import write_fake_sweep
 
 ARMS = ("full", "no_jitter", "no_venous")  # planted order, best first
@@ -280,8 +275,13 @@ def test_unevaluated_trials_get_their_oracle_share_from_the_cohort(tmp_path):
 
 
 def test_oracle_shares_skip_unknown_and_uninformative_oracles():
-    from hcc_exp.evaluation.evaluate import oracle_shares
+    from hcc_exp.evaluation.common import NotEstimable
+    from hcc_exp.evaluation.oracle import oracle_shares
 
     metrics = {"internal/os/c_index": 0.7, "internal/rfs/c_index": 0.65, "external/mvi/auc": math.nan}
     oracle = {"internal/os/oracle_c_index": 0.8, "internal/rfs/oracle_c_index": 0.5, "external/mvi/oracle_auc": 0.9}
-    assert oracle_shares(metrics, oracle) == {"internal/os/oracle_share": pytest.approx((0.7 - 0.5) / (0.8 - 0.5))}
+    assert oracle_shares(metrics, oracle) == {
+        "internal/os/oracle_share": pytest.approx((0.7 - 0.5) / (0.8 - 0.5)),
+        "internal/rfs/oracle_share": NotEstimable("oracle c_index <= 0.5"),
+        "external/mvi/oracle_share": NotEstimable("model auc not estimable"),
+    }

@@ -109,7 +109,7 @@ def preprocess_cohort(
         expected = check_cache_fits(cfg, len(patient_ids), len(phases), cache_root)
         statement = f"cache {final}: {describe_cache_size(cfg, len(patient_ids), len(phases))}"
         log.info("%s", statement)
-        infos, patient_seconds = _build(
+        patient_seconds = _build(
             cohort_dir, table, cache_root, key, cfg, phases, input_hash, progress=progress, statement=statement
         )
     write_current(cache_root, key)
@@ -164,8 +164,12 @@ def _build(
     *,
     progress: bool,
     statement: str,
-) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Write the cache into a staging folder and rename it to ``CACHE_ROOT/<key>``; nothing is left on failure."""
+) -> dict[str, float]:
+    """Write the cache into a staging folder and rename it to ``CACHE_ROOT/<key>``; nothing is left on failure.
+
+    Returns:
+        Seconds per patient (for the log; never written into the cache).
+    """
     patient_ids = table[PATIENT_ID].tolist()
     cache_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_tmp(cache_root, key)
@@ -199,7 +203,7 @@ def _build(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return infos, {pid: round(results[pid][1], 3) for pid in patient_ids}
+    return {pid: round(results[pid][1], 3) for pid in patient_ids}
 
 
 def _publish(tmp: Path, final: Path) -> None:
