@@ -20,7 +20,6 @@ a supervisor stopped by SIGKILL or SIGTERM leaves no worker training on.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from hcc_exp.processes import set_parent_death_signal
 from hcc_exp.sweeps.folder import journal_heartbeat_dir
 from hcc_exp.sweeps.spec import SweepSpec
 
@@ -49,7 +49,6 @@ PREEMPTIONS_ATTR = "preemptions"
 RESUME_ATTR = "resume_from"
 """Trial user attr of a re-queued preempted trial: the checkpoint its retry resumes from."""
 _NOT_INHERITED = ("failure", "error")
-PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager
@@ -111,7 +110,7 @@ def die_with_parent(parent_pid: int | None, *, poll_s: float = 1.0) -> bool:
     """Make this process end when ``parent_pid`` (the supervisor) does.
 
     Two mechanisms, because either alone has a gap: Linux's ``PR_SET_PDEATHSIG``
-    delivers SIGTERM when the parent thread exits (handled like Ctrl-C, so the running
+    (:func:`hcc_exp.processes.set_parent_death_signal`) delivers SIGTERM when the parent thread exits (handled like Ctrl-C, so the running
     trial is re-queued); a daemon thread checks the parent's pid every ``poll_s``
     seconds (other systems, or a parent that died before the prctl call).
 
@@ -120,10 +119,8 @@ def die_with_parent(parent_pid: int | None, *, poll_s: float = 1.0) -> bool:
     """
     if parent_pid is None or parent_pid <= 1:
         return False
-    installed = False
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        installed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    # SIGTERM, not hcc_exp.processes' SIGKILL: the worker must unwind to re-queue its trial.
+    installed = set_parent_death_signal(signal.SIGTERM)
     parent_token = process_token(parent_pid)
 
     def watch() -> None:

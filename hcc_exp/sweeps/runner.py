@@ -28,6 +28,7 @@ import optuna
 from optuna.storages import BaseStorage
 
 from hcc_exp.errors import ConfigError, SweepError
+from hcc_exp.processes import sigterm_unwinds
 from hcc_exp.sweeps.folder import SweepFolder, journal_enqueue_lock
 from hcc_exp.sweeps.liveness import recover_stale_trials
 from hcc_exp.sweeps.optuna_backend import (
@@ -41,6 +42,7 @@ from hcc_exp.sweeps.optuna_backend import (
     train_fn_path,
 )
 from hcc_exp.sweeps.placement import DevicePool, visible_gpus
+from hcc_exp.sweeps.slurm_jobs import job_states
 from hcc_exp.sweeps.spec import ResolvedSweep, load_sweep_spec
 from hcc_exp.sweeps.status import (
     SweepStatusReport,
@@ -237,24 +239,6 @@ def _stop_workers(workers: list[_Worker], timeout_s: float = 15.0) -> None:
         worker.log.close()
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``KeyboardInterrupt`` in the supervisor, so it unwinds (and stops its workers) like Ctrl-C."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _progress_bar(progress: bool) -> Any:
     if not progress:
         return None
@@ -279,7 +263,7 @@ def _supervise(
     next_index = 0
     progress_bar = _progress_bar(progress)
     task = None
-    with _sigterm_as_interrupt(), progress_bar if progress_bar is not None else contextlib.nullcontext():
+    with sigterm_unwinds(), progress_bar if progress_bar is not None else contextlib.nullcontext():
         try:
             while True:
                 for worker in list(alive):
@@ -404,7 +388,7 @@ def run_sweep(
     prepared = prepare_sweep(spec_path, runs_root=runs_root, join=join, resolved=resolved)
     try:
         if workers == 0:
-            with _sigterm_as_interrupt():  # the trial running in this process is re-queued on SIGTERM
+            with sigterm_unwinds():  # the trial running in this process is re-queued on SIGTERM
                 run_worker(prepared.target, spec.name, sweep_dir=prepared.sweep_dir, train_fn=fn)
         else:
             assert fn_path is not None
@@ -479,8 +463,6 @@ def sweep_status_report(sweep: Path) -> SweepStatusReport:
     launches = folder.read_launches()
     states: dict[str, str] = {}
     if launches:
-        from hcc_exp.sweeps.slurm import job_states
-
         states = job_states([str(launch["job_id"]) for launch in launches if launch.get("job_id")])
     return SweepStatusReport(name, folder.root, target.display, cell_states(study, resolved, states), launches, states)
 

@@ -16,7 +16,8 @@ running trial (:mod:`hcc_exp.sweeps.preemption`), then submitit requeues the tas
 The requeued task (or any other) resumes the trial from its checkpoint.
 
 The sweep folder records every submission in ``launch.json`` (job id, array size,
-settings, each task's log path); submitit's own files go to ``slurm/``.
+settings, each task's log path); submitit's own files go to ``slurm/``. Job states for
+``hcc-exp sweep-status`` come from :mod:`hcc_exp.sweeps.slurm_jobs`.
 """
 
 from __future__ import annotations
@@ -24,18 +25,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hcc_exp.errors import SweepError
+from pydantic import ValidationError
+
+from hcc_exp.errors import ConfigError, SweepError
 from hcc_exp.sweeps import preemption
 from hcc_exp.sweeps.folder import SweepFolder
 from hcc_exp.sweeps.launcher import LauncherSpec
+from hcc_exp.sweeps.optuna_backend import run_worker
+from hcc_exp.sweeps.runner import prepare_sweep
+from hcc_exp.sweeps.spec import load_sweep_spec
 from hcc_exp.sweeps.storage import StorageTarget, is_network_filesystem, resolve_storage
+from hcc_exp.sweeps.train_fn import train_fn_path
 from hcc_exp.sweeps.worker import STORAGE_ENV
 
 PREEMPT_SIGNAL = "USR1"
@@ -62,8 +68,6 @@ class SweepTask(Checkpointable):
         self.train_fn = train_fn
 
     def __call__(self, task_index: int) -> int:
-        from hcc_exp.sweeps.optuna_backend import run_worker
-
         logging.basicConfig(
             level=logging.INFO,
             format=f"%(asctime)s task-{task_index}[%(process)d] %(levelname)s %(name)s: %(message)s",
@@ -209,13 +213,6 @@ def launch_sweep(
         ConfigError: invalid YAML or launcher settings (nothing written).
         SweepError: storage refused for Slurm, no sbatch, or the submission failed.
     """
-    from pydantic import ValidationError
-
-    from hcc_exp.errors import ConfigError
-    from hcc_exp.sweeps.optuna_backend import train_fn_path
-    from hcc_exp.sweeps.runner import prepare_sweep
-    from hcc_exp.sweeps.spec import load_sweep_spec
-
     resolved = load_sweep_spec(spec_path, overrides, seeds=seeds, name=name)
     merged = {**resolved.spec.launcher.model_dump(), **{k: v for k, v in (settings or {}).items() if v is not None}}
     try:
@@ -230,41 +227,3 @@ def launch_sweep(
         raise SweepError("--launcher slurm: sbatch is not on PATH (run this on a Slurm login node)")
     prepared = prepare_sweep(spec_path, runs_root=runs_root, resolved=resolved)
     return submit_sweep(prepared, launcher, fn_path)
-
-
-# --------------------------------------------------------------------------- job states
-def _run(argv: list[str]) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def job_states(job_ids: list[str]) -> dict[str, str]:
-    """State of every array task of ``job_ids`` (``"123_0" -> "RUNNING"``) from sacct, else scontrol.
-
-    sacct needs Slurm's accounting database; without it ``scontrol show job`` knows jobs
-    for ``MinJobAge`` seconds after they end. Jobs neither knows are left out.
-    """
-    if not job_ids:
-        return {}
-    states: dict[str, str] = {}
-    out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "--format=JobID,State"])
-    for line in (out or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 2 and parts[0]:
-            states[parts[0]] = parts[1].split()[0]
-    if states:
-        return states
-    for job_id in job_ids:
-        out = _run(["scontrol", "-o", "show", "job", job_id])
-        for line in (out or "").splitlines():
-            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-            task = fields.get("ArrayTaskId")
-            key = f"{fields.get('ArrayJobId', fields.get('JobId'))}_{task}" if task else fields.get("JobId", "")
-            if key and "JobState" in fields:
-                states[key] = fields["JobState"]
-    return states

@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 from hcc_exp.sweeps.folder import SweepFolder
 from hcc_exp.sweeps.preemption import EPOCHS_DONE_ATTR, LAST_CHECKPOINT, START_EPOCH_ATTR
 from hcc_exp.sweeps.runner import sweep_status_report, sweep_storage
-from hcc_exp.sweeps.slurm import job_states, launch_sweep
+from hcc_exp.sweeps.slurm import launch_sweep
+from hcc_exp.sweeps.slurm_jobs import job_states
 from tests.sweeps.conftest import FAKE_TRAIN, write_spec
 from tests.sweeps.slurm_cluster import SlurmCluster, missing_reason, start_cluster
 
