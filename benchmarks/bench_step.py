@@ -191,9 +191,12 @@ def compare_outputs(batch: dict[str, Any], config_old, config_new) -> dict[str, 
     out["train_grad_max_abs_diff_over_max_grad"] = max(
         float((grads[0][n] - grads[1][n]).abs().max()) for n in grads[1]
     ) / scale
-    # float64: the same function exactly (float32 differs by the kernels' accumulation order only)
-    new.double()
-    old.double()
+    # float64, fresh modules (no bank or BatchNorm state from the float32 step): the same function
+    # exactly; float32 differs by the kernels' accumulation order only
+    torch.manual_seed(1)
+    new = MultiTaskModule.from_config(config_new).double().train()
+    old = MultiTaskModule.from_config(config_old).double().train()
+    old.load_state_dict(new.state_dict())
     batch64 = {**batch, "image": batch["image"].double()}
     grads64 = []
     for module in (new, old):
