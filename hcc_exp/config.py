@@ -197,7 +197,7 @@ class OptimConfig(_Section):
 
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    schedule: LrSchedule = "warmup_cosine"
+    schedule: LrSchedule = "constant"
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
 
