@@ -1,12 +1,14 @@
 """Benchmark 2: samples per second of the training loader vs samples per second the tiny model trains at.
 
-* Loader: :class:`hcc_exp.data.datamodule.HccDataModule`'s training loader (the augmented
-  :class:`~hcc_exp.data.datamodule.CachedPatientDataset`: ``augment_copies`` = 3 copies of
-  every training patient, random 3D rotation of CT and masks, +-3 day time jitter, batches
-  of ``trainer.batch_size``), iterated over one epoch.
-* Model: :class:`hcc_exp.training.module.MultiTaskModule` ``training_step`` (tiny preset,
-  momentum memory bank, DWA) + ``backward`` + AdamW step on the SAME batches, taken from the
-  loader beforehand so that no loading is timed.
+* Loader: :class:`hcc_exp.data.datamodule.HccDataModule`'s training loader
+  (:class:`~hcc_exp.data.datamodule.CachedPatientDataset`: ``augment_copies`` = 3 copies of
+  every training patient, cached crops only, batches of ``trainer.batch_size``), iterated
+  over one epoch.
+* Model: batch augmentation on the model's device (:func:`hcc_exp.data.augment.augment_batch`:
+  rotation of CT and masks, +-3 day time jitter), then
+  :class:`hcc_exp.training.module.MultiTaskModule` ``training_step`` (tiny preset, momentum
+  memory bank, DWA) + ``backward`` + AdamW step on the SAME batches, taken from the loader
+  beforehand so that no loading is timed.
 
 Both run on a synthetic cohort (``--patients``, default 64, seed 7) preprocessed with
 ``params.yaml`` (2 mm, 48^3). The ratio is loader samples/s over model samples/s: above 1
@@ -95,8 +97,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     module.train()
     optimizer = module.configure_optimizers()
 
+    from hcc_exp.data.augment import augment_batch
+
     def train_batches() -> None:
         for i, batch in enumerate(batches):
+            batch = augment_batch(batch, config.augment, seed=config.seed, epoch=0)
             optimizer.zero_grad(set_to_none=True)
             loss = module.training_step(batch, i)
             loss.backward()
@@ -112,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_repeat = [a / b for a, b in zip(loader_rate, model_rate, strict=True)]
     headline = (samples / timings["loader"].median) / (samples / timings["model"].median)
     notes = [
-        "Model samples/s include forward (online + momentum target network), the three losses, DWA weighting, "
-        "backward and the AdamW step; the loader's include reading the in-memory cache, float32 conversion, "
-        "rotation of CT (trilinear) and 9 masks (nearest), time jitter and collation.",
+        "Model samples/s include batch augmentation (rotation of CT trilinear and 9 masks nearest, time jitter), "
+        "forward (online + momentum target network), the three losses, DWA weighting, backward and the AdamW "
+        "step; the loader's include reading the in-memory cache, float32 conversion and collation.",
         f"Loader with num_workers={config.trainer.num_workers} (params.yaml): the training loop and the loader "
         "share the main process, so an epoch costs the sum of both; the ratio says how small the loading share is.",
     ]

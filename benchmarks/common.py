@@ -52,6 +52,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("preprocess", "bench_preprocess.py"),
     ("loader", "bench_loader.py"),
     ("model", "bench_model.py"),
+    ("step", "bench_step.py"),
     ("bootstrap", "bench_bootstrap.py"),
     ("oracle", "bench_oracle.py"),
     ("pruning", "bench_pruning.py"),

@@ -225,7 +225,7 @@ class OptimConfig(_Section):
 
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
-    schedule: LrSchedule = "warmup_cosine"
+    schedule: LrSchedule = "constant"
     warmup_epochs: float = Field(1.0, ge=0, allow_inf_nan=False)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
 
