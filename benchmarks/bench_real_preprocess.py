@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--no-monai-long", action="store_true", help="skip the MONAI chain's 400-slice memory run"
     )
+    parser.add_argument("--note", action="append", default=[], help="a note to add to the JSON (repeatable)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     setup_process(args.threads)
