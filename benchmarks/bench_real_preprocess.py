@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{size}_{which}": peak_memory(cohorts[size], which)
         for size in cohorts
         for which in ("hcc_exp", "monai")
+        if not (size == "long" and which == "monai" and args.no_monai_long)
     }
     long_peak = memory.get("long_hcc_exp", {}).get("peak_mib")
     per_slice = None
