@@ -12,8 +12,10 @@ Compared, as in ``bench_preprocess.py``: :func:`hcc_exp.data.preprocess.preproce
 the plain MONAI chain (``bench_preprocess.MonaiPatient``), both from the NIfTI files of a cohort
 folder, with ``params.yaml``'s preprocessing (2 mm, 48^3 crop, anti-aliasing). Seconds: interleaved
 repeats in this process (``benchmarks/common.py``). Peak memory: each alternative run once in a
-fresh process (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process, after and minus the
-imports' baseline, reported both ways), i.e. what one preprocessing worker needs.
+fresh process: the kernel's peak-RSS counter is reset after the imports (``/proc/self/clear_refs``),
+and ``VmHWM`` after the patient is the peak, ``VmRSS`` before it the baseline (both reported), i.e.
+what one preprocessing worker needs. (``ru_maxrss`` would not do: Linux carries it over from the
+parent process across ``fork`` and ``exec``.)
 
     python benchmarks/bench_real_preprocess.py [--repeats 3] [--long-slices 400] [--skip-long]
 """
@@ -131,23 +133,30 @@ def _copy_geometry(image, reference) -> None:
 
 # =========================================================================== peak memory in a fresh process
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from benchmarks.bench_preprocess import MonaiPatient
 from hcc_exp.config import load_config
 from hcc_exp.data.contract import PatientFiles
 from hcc_exp.data.preprocess import preprocess_patient
 from benchmarks.common import set_threads
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+
 set_threads(1)
 cfg = load_config({params!r}).preprocess
 files = PatientFiles.resolve({cohort!r}, "REAL-001")
 chain = MonaiPatient(files, cfg) if {which!r} == "monai" else None
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
+    fh.write("5")
+baseline = status("VmRSS")
 start = time.perf_counter()
 out = chain() if chain is not None else preprocess_patient(files, cfg)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_mib": peak / 1024, "baseline_mib": baseline / 1024, "seconds": seconds,
+print(json.dumps({{"peak_mib": status("VmHWM"), "baseline_mib": baseline, "seconds": seconds,
                   "image_shape": list(out[0].shape)}}))
 """
 
@@ -172,6 +181,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--long-slices", type=int, default=400, help="slices of the long patient (default 400)"
     )
     parser.add_argument("--skip-long", action="store_true", help="do not build / measure the long patient")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the patients already written in results/tmp"
+    )
+    parser.add_argument(
+        "--no-monai-long", action="store_true", help="skip the MONAI chain's 400-slice memory run"
+    )
+    parser.add_argument("--note", action="append", default=[], help="a note to add to the JSON (repeatable)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     setup_process(args.threads)
@@ -184,10 +200,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = load_config(REPO_ROOT / "params.yaml").preprocess
     work = WORK_DIR / NAME
     cohorts = {"real": work / "real-89"}
-    patients = {"real": write_patient(cohorts["real"], None)}
     if not args.skip_long:
         cohorts["long"] = work / f"real-{args.long_slices}"
-        patients["long"] = write_patient(cohorts["long"], args.long_slices)
+    patients = {}
+    for size, folder in cohorts.items():
+        info = folder / "patient.json"
+        if args.reuse and info.is_file():
+            patients[size] = json.loads(info.read_text(encoding="utf-8"))
+        else:
+            patients[size] = write_patient(folder, None if size == "real" else args.long_slices)
+            info.write_text(json.dumps(patients[size]), encoding="utf-8")
 
     files = PatientFiles.resolve(cohorts["real"], "REAL-001")
     chain = MonaiPatient(files, cfg)
@@ -197,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{size}_{which}": peak_memory(cohorts[size], which)
         for size in cohorts
         for which in ("hcc_exp", "monai")
+        if not (size == "long" and which == "monai" and args.no_monai_long)
     }
     long_peak = memory.get("long_hcc_exp", {}).get("peak_mib")
     per_slice = None
@@ -207,13 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     notes = [
         "ratio = peak resident memory (MiB) of one worker preprocessing the 400-slice patient (target <= 2048).",
-        "Peak memory is ru_maxrss of a fresh process doing only that patient; baseline_mib is the same process "
-        "after its imports (torch, MONAI, SimpleITK), increase_mib the part the patient adds.",
+        "Peak memory is VmHWM of a fresh process doing only that patient, its peak counter reset after the "
+        "imports (torch, MONAI, SimpleITK: baseline_mib = VmRSS then); increase_mib is the part the patient adds.",
         "Seconds per patient: hcc-exp vs MONAI interleaved in this process, 1 thread each (the machine is shared: "
         "absolute seconds are noisy, the ratio is not).",
         "Simulated parts: the arterial / delayed phases (real scan moved by 1.5-2 degrees and 2-3 mm), the liver "
         "mask and the lesion; the 400-slice volume repeats the real 89 slices (mirrored) along z.",
     ]
+    notes.extend(args.note)
     if per_slice is not None:
         notes.append(
             f"hcc-exp's peak grows by {per_slice:.2f} MiB per 512 x 512 slice between 89 and {args.long_slices} slices."

@@ -185,4 +185,4 @@ def test_hospital_export_label_map_end_to_end(tmp_path: Path):
 @pytest.mark.slow
 def test_hospital_export_dicom_seg_end_to_end(tmp_path: Path):
     """Slow variant: 128 x 128 x 44 phases, a DICOM-SEG with "Liver" and "Mass", rigid + B-spline registration."""
-    _run(tmp_path, in_plane=4, seg=True, registration={"bspline": True, "iterations": 100})
+    _run(tmp_path, in_plane=4, seg=True, registration={"bspline": True, "iterations": 50, "sampling": 0.05})
