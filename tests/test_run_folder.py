@@ -112,7 +112,7 @@ def test_a_failed_staged_run_leaves_nothing_and_an_old_run_untouched(tmp_path):
         staged.stage.write_json(staged.stage.metrics_json, {"x": 1.0})
         (target / "tracking").mkdir(parents=True)  # what a tracker writes in the final folder
         raise RuntimeError("crash")
-    assert list((tmp_path / "runs").iterdir()) == []
+    assert not (tmp_path / "runs").exists()  # the parent it created is removed too
 
     old = RunFolder(target)
     old.write_json(old.metrics_json, {"old": 1.0})
