@@ -39,6 +39,7 @@ import torch
 from hcc_exp.config import PHASES, ExperimentConfig
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, PatientFiles, read_cohort_table
 from hcc_exp.data.io import atomic_path
+from hcc_exp.data.patient_checks import check_patient_files  # the per-patient rules of `hcc-exp check`
 from hcc_exp.data.volume_checks import (  # noqa: F401  (re-exported: the not-CT rule of `check`)
     CT_MAX_AT_LEAST_HU,
     CT_MIN_AT_MOST_HU,
@@ -101,8 +102,6 @@ def resolve_patient_folder(patient_dir: Path | str, phases: Sequence[str]) -> tu
         The resolved files (paths inside ``patient_dir``) and every problem found, in the
         order ``hcc-exp check`` reports them, followed by modality problems.
     """
-    from hcc_exp.data.validate import check_patient_files  # the per-patient rules of `hcc-exp check`
-
     patient_dir = Path(patient_dir)
     pid = patient_dir.name
     if not patient_dir.is_dir():

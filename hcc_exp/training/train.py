@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 
 import hcc_exp
 from hcc_exp.config import ExperimentConfig
-from hcc_exp.data import contract, table_checks, validate, volume_checks
+from hcc_exp.data import contract, patient_checks, table_checks, validate, volume_checks
 from hcc_exp.data.cache import PreprocessedCohort
 from hcc_exp.data.contract import COHORT_CSV
 from hcc_exp.data.datamodule import HccDataModule
@@ -121,7 +121,7 @@ def prepare_cohort(config: ExperimentConfig, *, progress: bool = True) -> Prepro
 
 def _validator_hash() -> str:
     digest = hashlib.blake2b(digest_size=8)
-    for module in (contract, table_checks, validate, volume_checks):
+    for module in (contract, patient_checks, table_checks, validate, volume_checks):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
