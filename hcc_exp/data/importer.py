@@ -64,7 +64,7 @@ one phase are registered to the others with QC in ``DST/qc/``
 
 Only geometry and pixel values leave the raw files: no name, date or UID is written or logged
 (a refusal names a series by its folder, number and description, so the user can choose).
-HU below -1024 (padding outside the field of view) become -1024. Masks are stored as ``uint8``
+HU below -1500 (padding outside the field of view: -2048, -3024) become -1024 (air). Masks are stored as ``uint8``
 0 / 1 where their values allow.
 
 The cohort is built in a staging folder and swapped onto ``DST`` only after

@@ -91,6 +91,7 @@ def evaluate_predictions(
     dca_thresholds: tuple[float, ...] | None = None,
     figures: bool = True,
     progress: Callable[[str], None] | None = None,
+    extend: Callable[[Path], dict[str, float | str]] | None = None,
 ) -> dict[str, float | str]:
     """Compute and write every table, figure and metric of the paper's evaluation.
 
@@ -108,6 +109,9 @@ def evaluate_predictions(
             Kaplan-Meier fits per threshold) and :data:`BINARY_THRESHOLDS` (0-0.99 by 0.01) for MVI.
         figures: write the PNGs (False: numbers and tables only, e.g. for many sweep runs).
         progress: optional callback told the name of each step as it starts.
+        extend: optional step given the staging folder once ``metrics.json`` / ``reasons.json`` are
+            in it (the extended statistics of :func:`~hcc_exp.evaluation.extended.write_extended`),
+            so its files are published with the rest, or not at all; returns its keys.
 
     Returns:
         Every metric key: a float where computed, else the string ``"not estimable: <reason>"``.
@@ -137,9 +141,10 @@ def evaluate_predictions(
             _write_figures(survival, mvi, cfg, stage / EVALUATION_FIGURES_DIR)
         for name, values in ((METRICS_JSON, record.metrics), (EVALUATION_REASONS_JSON, record.reasons)):
             (stage / name).write_text(json.dumps(dict(sorted(values.items())), indent=1), encoding="utf-8")
+        extra = extend(stage) if extend is not None else {}
     result: dict[str, float | str] = {k: f"not estimable: {v}" for k, v in record.reasons.items()}
     result.update(record.metrics)
-    return dict(sorted(result.items()))
+    return {**dict(sorted(result.items())), **extra}
 
 
 def _write_figures(
@@ -223,11 +228,13 @@ def evaluate_run(
     # Subgroup / calibration-slope / Brier statistics, radiomics and combined baselines (extended.py).
     risk_model = RiskModel.load(run.risk_model_json) if run.risk_model_json.is_file() else None
     if not show_progress:
-        result = evaluate_predictions(predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds)
-        return {**result, **write_extended(out_dir, predictions, labels, cache, risk_model, cfg)}
+        return evaluate_predictions(
+            predictions, labels, cfg, out_dir, oracle, dca_thresholds=dca_thresholds,
+            extend=lambda stage: write_extended(stage, predictions, labels, cache, risk_model, cfg),
+        )  # fmt: skip
     with patient_progress("evaluate:") as bar:  # the package's one bar style, one step per statistic group
         task = bar.add_task("loading", total=len(ENDPOINTS) + 4)  # endpoints, MVI, tables, figures, extended
-        result = evaluate_predictions(
+        return evaluate_predictions(
             predictions,
             labels,
             cfg,
@@ -235,8 +242,7 @@ def evaluate_run(
             oracle,
             dca_thresholds=dca_thresholds,
             progress=lambda name: bar.update(task, description=name, advance=1),
+            extend=lambda stage: write_extended(
+                stage, predictions, labels, cache, risk_model, cfg, progress=lambda name: bar.update(task, description=name)
+            ),
         )
-        extra = write_extended(
-            out_dir, predictions, labels, cache, risk_model, cfg, progress=lambda name: bar.update(task, description=name)
-        )
-        return {**result, **extra}
