@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from hcc_exp import document as doc
 from hcc_exp.evaluation.combined import clinical_design, fit_combined_model
 from hcc_exp.evaluation.common import NotEstimable
 from hcc_exp.evaluation.concordance import bootstrap_indices, paired_bootstrap_difference
@@ -484,18 +485,9 @@ def write_extended(
     for name, frame in tables.items():
         frame.to_csv(tables_dir / f"{name}.csv", index=False)
         if name in TABLE_TITLES:
-            (tables_dir / f"{name}.md").write_text(f"## {TABLE_TITLES[name]}\n\n{_markdown(frame)}", encoding="utf-8")
+            body = doc.table_from_frame(frame.map(_fmt)) if not frame.empty else doc.Paragraph("(no rows)")
+            doc.write_markdown([doc.Heading(TABLE_TITLES[name], 2), body], tables_dir / f"{name}.md")
     return {**{k: f"not estimable: {v}" for k, v in reasons.items()}, **metrics}
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "(no rows)\n"
-    columns = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_fmt(v) for v in row.tolist()) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: Any) -> str:
