@@ -13,7 +13,9 @@ critical path):
   cross-entropy, DWA), ``backward`` and AdamW.
 * ``new`` (the default now): :func:`hcc_exp.data.augment.augment_batch` (one ``grid_sample``
   and one mask gather for the batch; the same random numbers), then the module with
-  ``model.formulation: fast``, float32 (outputs equal to ``old`` within float tolerance).
+  ``model.formulation: fast``, float32 (outputs equal to ``old`` within float tolerance), in a
+  process that keeps freed memory (:func:`hcc_exp.processes.retain_freed_memory`, as
+  ``train`` does; ``old`` runs in a process with glibc's default allocator).
 * ``new_bf16``: ``new`` under bf16 autocast (``trainer.precision: bf16-mixed``: heads,
   losses and the Cox risk set in float32); a precision mode, so its outputs are close, not
   equal.
@@ -21,7 +23,8 @@ critical path):
   out_channels=4)`` forward + backward + AdamW on the same CT (phases as channels, no masks,
   no augmentation, no momentum network): the off-the-shelf network's cost.
 
-Interleaved repeats in one process (:func:`benchmarks.common.interleaved`); one thread by
+Interleaved repeats (:func:`benchmarks.common.interleaved`) across two worker processes (the
+old one with the default allocator, the new one with freed memory retained); one thread by
 default. Equality: the old and new modules get the same weights; their outputs for the
 same batch (eval mode) and their parameter gradients after one train-mode step (same
 dropout seed, no augmentation) are compared.
@@ -223,6 +226,55 @@ def compare_outputs(batch: dict[str, Any], config_old, config_new) -> dict[str, 
     return out
 
 
+def _serve_steps(connection, variants: tuple[str, ...], retain: bool, args: dict[str, Any]) -> None:
+    """Child process: build the steps, then run the variant named by each message and reply with its seconds."""
+    setup_process(args["threads"])
+    if retain:
+        from hcc_exp.processes import retain_freed_memory
+
+        retain_freed_memory()
+    from hcc_exp.config import build_config
+
+    base = {"model.preset": args["preset"], "trainer.batch_size": args["batch"], "trainer.accelerator": "cpu"}
+    config_new = build_config({}, base)
+    config_old = build_config({}, {**base, "model.formulation": "reference"})
+    batch = make_batch(args["batch"], args["crop"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
+        steps, info = build_steps(batch, config_old, config_new)
+        connection.send(info["params"])
+        while (name := connection.recv()) is not None:
+            start = time.perf_counter()
+            steps[name]()
+            connection.send(time.perf_counter() - start)
+
+
+class StepProcess:
+    """A process that times the steps of some variants on request (its own allocator settings)."""
+
+    def __init__(self, variants: tuple[str, ...], *, retain: bool, args: dict[str, Any]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve_steps, args=(child, variants, retain, args), daemon=True)
+        self.process.start()
+        self.params = self.connection.recv()
+
+    def timed(self, name: str):
+        """A zero-argument callable for :func:`interleaved`: one step of ``name`` in this process."""
+
+        def step() -> None:
+            self.connection.send(name)
+            self.connection.recv()
+
+        return step
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__.splitlines()[0], repeats=5)
     parser.add_argument("--batch", type=int, default=8, help="patients per batch (default 8 = trainer.batch_size)")
@@ -241,8 +293,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
         equality = compare_outputs(batch, config_old, config_new)
-        steps, info = build_steps(batch, config_old, config_new)
+    # The old path runs in a process with glibc's default allocator (as at fd7cd16), the new
+    # ones in a process that keeps freed memory (what `train` sets: processes.retain_freed_memory).
+    shared = {"threads": args.threads, "preset": args.preset, "batch": args.batch, "crop": args.crop}
+    old_process = StepProcess(("old",), retain=False, args=shared)
+    new_process = StepProcess(("new", "new_bf16", "monai_densenet121"), retain=True, args=shared)
+    try:
+        steps = {v: (old_process if v == "old" else new_process).timed(v) for v in VARIANTS}
         timings = interleaved(steps, args.repeats)
+    finally:
+        old_process.close()
+        new_process.close()
+    info = {"params": new_process.params}
     per_second = {v: timings[v].scaled(1 / args.batch) for v in VARIANTS}  # seconds per sample
     rates = {v: round(args.batch / timings[v].median, 3) for v in VARIANTS}
     speedup = ratio(timings["old"], timings["new"])
@@ -255,9 +317,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "the bank, MVI cross-entropy, DWA) + backward + AdamW; old augments per sample as its loader did with "
         "num_workers=0, new augments the batch on its device (same random numbers).",
         f"bf16-mixed (precision mode, outputs close not equal): {speedup_bf16['of_medians']:.2f}x the old step.",
-        "Profile finding not acted on in code: on this VM about a third of the old step was page faults of "
-        "freshly mmapped ~32 MB activations (glibc returns them to the OS every step); "
-        "MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_ in the environment removed the cat/fill_ hot spots.",
+        "old runs in a process with glibc's default allocator, new and new_bf16 in one with "
+        "processes.retain_freed_memory() (what train() sets): freed activation buffers stay mapped instead of "
+        "being unmapped and page-faulted in again every step.",
+        "new's stem pools before BatchNorm + ELU (kernels of negative-gamma channels negated; statistics from "
+        "column sums of the full-resolution map) and the online and momentum networks share one prepared "
+        "batch (masked CT, byte regions, pooling weights).",
     ]
     payload = write_result(
         NAME,

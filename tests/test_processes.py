@@ -84,3 +84,37 @@ def test_watchdog_ends_a_worker_whose_owner_is_not_its_parent():
 @linux
 def test_parent_death_signal_is_available_here():
     assert set_parent_death_signal(0)  # 0 disarms: harmless for the test process itself
+
+
+_RESIDENT_AFTER_FREE = r"""
+import ctypes, sys
+from hcc_exp.processes import retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+page = 4096
+def resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page / 2**20
+size = 64 * 2**20
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)  # touch every page
+before = resident_mib()
+libc.free(block)
+print(before - resident_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_retain_freed_memory_keeps_a_freed_64_mib_block_resident():
+    # glibc's default serves a 64 MiB malloc by mmap and unmaps it on free (resident memory
+    # drops by ~64 MiB); with the thresholds raised, the freed block stays in the heap.
+    def released_mib(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _RESIDENT_AFTER_FREE, mode], capture_output=True, text=True,
+                             check=True)
+        return float(out.stdout)
+
+    assert released_mib("default") > 60
+    assert released_mib("retain") < 4

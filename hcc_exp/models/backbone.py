@@ -24,6 +24,7 @@ the batched forward equals a per-phase loop (tested).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,7 @@ from hcc_exp.models.roi_stem import (
     ROI_BRANCHES,
     Formulation,
     RoiEnhancementStem,
+    masked_regions,
     region_masks,
     region_masks_reference,
 )
@@ -50,28 +52,37 @@ REGION_WEIGHT_EPS = 1e-6
 """Added to a region's total weight: an empty region pools to zero instead of NaN."""
 
 
-def cell_shares(regions: Tensor, spatial: Sequence[int]) -> Tensor:
+def cell_shares(regions: Tensor, spatial: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
     """Share of each region in every cell of a coarse grid: ``adaptive_avg_pool`` to ``spatial``.
 
     Args:
-        regions: ``(N, K, *S)`` region masks in [0, 1].
+        regions: ``(N, K, *S)`` region masks: floats in [0, 1], or binary uint8 / bool (read
+            as they are: no float copy of the full-resolution masks).
         spatial: the coarse grid ``s`` (2 or 3 sides).
+        dtype: the result's dtype for integer or bool masks (float masks keep theirs).
 
     Returns:
         ``(N, K, *s)``. When every side of ``S`` is a multiple of the side of ``s`` (the
         default 48^3 crop on a 3^3 map), the cells are disjoint blocks and the shares are block
-        means of a reshaped view (no pooling kernel); otherwise ``adaptive_avg_pool``.
+        means of a reshaped view (no pooling kernel; integer masks are counted exactly);
+        otherwise ``adaptive_avg_pool``.
 
     >>> cell_shares(torch.arange(16.0).reshape(1, 1, 4, 4), (2, 2)).flatten().tolist()
     [2.5, 4.5, 10.5, 12.5]
+    >>> cell_shares(torch.tensor([[[[1, 1, 0, 1]]]], dtype=torch.uint8), (1, 2)).flatten().tolist()
+    [1.0, 0.5]
     """
     big = regions.shape[2:]
     if all(n % m == 0 for n, m in zip(big, spatial, strict=True)):
         blocks = [d for n, m in zip(big, spatial, strict=True) for d in (m, n // m)]
-        view = regions.reshape(*regions.shape[:2], *blocks)
-        return view.mean(dim=tuple(range(3, 3 + 2 * len(spatial), 2)))
+        view = regions.reshape(*regions.shape[:2], *blocks)  # a view, also of a channels-last tensor
+        block_axes = tuple(range(3, 3 + 2 * len(spatial), 2))
+        if regions.is_floating_point():
+            return view.mean(dim=block_axes)
+        cells = math.prod(n // m for n, m in zip(big, spatial, strict=True))
+        return view.sum(dim=block_axes, dtype=dtype) / cells
     pool = F.adaptive_avg_pool3d if len(spatial) == 3 else F.adaptive_avg_pool2d
-    return pool(regions, tuple(spatial))
+    return pool(regions if regions.is_floating_point() else regions.to(dtype), tuple(spatial))
 
 
 def region_average(feature_map: Tensor, regions: Tensor) -> Tensor:
@@ -92,9 +103,19 @@ def region_average(feature_map: Tensor, regions: Tensor) -> Tensor:
     >>> region_average(fmap, torch.tensor([1.0, 0.0, 0.0, 0.0]).reshape(1, 1, 4, 1)).tolist()  # doctest: +ELLIPSIS
     [[0.99999...]]
     """
-    weights = cell_shares(regions.to(feature_map.dtype), feature_map.shape[2:]).flatten(2)  # (N, K, cells)
+    return weighted_average(feature_map, region_weights(regions, feature_map))
+
+
+def weighted_average(feature_map: Tensor, weights: Tensor) -> Tensor:
+    """``(N, C, *s)`` features averaged with ``(N, K, cells)`` cell weights -> ``(N, K * C)`` (:func:`region_average`)."""
     sums = torch.bmm(weights, feature_map.flatten(2).transpose(1, 2))  # (N, K, C)
     return (sums / (weights.sum(-1, keepdim=True) + REGION_WEIGHT_EPS)).flatten(1)
+
+
+def region_weights(regions: Tensor, feature_map: Tensor) -> Tensor:
+    """``(N, K, cells)`` shares of each region in the cells of ``feature_map``, in its dtype (:func:`cell_shares`)."""
+    masks = regions.to(feature_map.dtype) if regions.is_floating_point() else regions
+    return cell_shares(masks, feature_map.shape[2:], dtype=feature_map.dtype).flatten(2)
 
 
 def region_average_reference(feature_map: Tensor, regions: Tensor) -> Tensor:
@@ -259,6 +280,31 @@ class PhaseSharedBackbone(nn.Module):
             masks = masks[:, :, :, start : start + self.n_slices].transpose(2, 3)
         return image, masks
 
+    def prepare(self, image: Tensor, masks: Tensor | None) -> PreparedBatch:
+        """Check the inputs and build what stem and pooling read (see :class:`PreparedBatch`).
+
+        ``image (B, P, D, H, W)``, ``masks (B, P, R, D, H, W)`` (None for ``roi="none"``).
+        """
+        self.check_inputs(image, masks)
+        b, p = image.shape[:2]
+        if self.dims == "2d":
+            image, masks = self.central_slices(image, masks)
+        spatial = image.shape[-3:] if self.dims == "3d" else image.shape[-2:]
+        flat_image = image.reshape(-1, *spatial)
+        flat_masks = None if self.stem.strategy == "none" else masks.reshape(-1, len(REGIONS), *spatial)
+        return self._prepare_volumes(flat_image, flat_masks, b, p)
+
+    def _prepare_volumes(self, image: Tensor, masks: Tensor | None, b: int, p: int) -> PreparedBatch:
+        """:class:`PreparedBatch` of independent volumes: ``image (N, *S)``, ``masks (N, R, *S)``."""
+        image = image.unsqueeze(1)
+        if self.formulation == "reference":
+            return PreparedBatch(b, p, image, region_masks_reference(masks, self.stem.strategy, image))
+        if self.stem.strategy == "none":
+            # one branch on the raw crop: the masked CT is the CT (times ones), the region the whole crop
+            return PreparedBatch(b, p, image, region_masks(None, "none", image), image)
+        masked, regions = masked_regions(image, masks, self.stem.strategy)
+        return PreparedBatch(b, p, image, regions, masked)
+
     def encode(self, image: Tensor, masks: Tensor | None) -> Tensor:
         """Features of independent single-phase samples.
 
@@ -269,28 +315,56 @@ class PhaseSharedBackbone(nn.Module):
         Returns:
             ``(N, out_features_per_phase)``.
         """
-        image = image.unsqueeze(1)
+        return self._features(self._prepare_volumes(image, masks, image.shape[0], 1))
+
+    def _features(self, prepared: PreparedBatch) -> Tensor:
+        """``(N, out_features_per_phase)``: stem, encoder and pooling of every volume of ``prepared``."""
         if self.formulation == "reference":
-            regions = region_masks_reference(masks, self.stem.strategy, image)
-            feature_map = self.encoder.features(self.stem(image, regions))
+            feature_map = self.encoder.features(self.stem(prepared.image, prepared.regions))
             if self.pooling == "global":
                 return self.encoder.pool(feature_map)
-            return region_average_reference(feature_map, regions)
-        regions = region_masks(masks, self.stem.strategy, image)
-        feature_map = self.encoder.features(self.stem(image, regions))
+            return region_average_reference(feature_map, prepared.regions)
+        feature_map = self.encoder.features(self.stem.forward_masked(prepared.masked))
         if self.pooling == "global":
             return feature_map.flatten(2).mean(dim=-1)  # = adaptive average pooling to 1
-        return region_average(feature_map, regions)
+        return weighted_average(feature_map, prepared.weights(feature_map))
+
+    def forward_prepared(self, prepared: PreparedBatch) -> Tensor:
+        """:meth:`forward` of a :meth:`prepare` d batch: ``(B, P * out_features_per_phase)``."""
+        features = self._features(prepared)
+        if self.dims == "2d":
+            features = features.reshape(prepared.b * prepared.p, self.n_slices, -1).mean(dim=1)
+        return features.reshape(prepared.b, prepared.p * self.out_features_per_phase)
 
     def forward(self, image: Tensor, masks: Tensor | None) -> Tensor:
-        self.check_inputs(image, masks)
-        b, p = image.shape[:2]
-        if self.dims == "2d":
-            image, masks = self.central_slices(image, masks)
-        spatial = image.shape[-3:] if self.dims == "3d" else image.shape[-2:]
-        flat_image = image.reshape(-1, *spatial)
-        flat_masks = None if self.stem.strategy == "none" else masks.reshape(-1, len(REGIONS), *spatial)
-        features = self.encode(flat_image, flat_masks)
-        if self.dims == "2d":
-            features = features.reshape(b * p, self.n_slices, -1).mean(dim=1)
-        return features.reshape(b, p * self.out_features_per_phase)
+        return self.forward_prepared(self.prepare(image, masks))
+
+
+class PreparedBatch:
+    """A batch made ready for the stem and the region pooling, once for every network that reads it.
+
+    The momentum method runs the online and the target network on the same batch; the masked
+    CT, the branch regions and their shares of the feature-map cells depend on the batch
+    only, so :class:`~hcc_exp.training.momentum.MultiTaskMomentum` prepares it once.
+
+    Attributes:
+        b, p: patients and phases of the batch.
+        image: ``(B * P [* n_slices], 1, *S)`` CT of independent single-phase volumes.
+        regions: ``(N, n_branches, *S)`` branch regions (binary bytes for the fast
+            formulation, floats for the reference one and for ``roi="none"``).
+        masked: ``(N, n_branches, *S)`` CT times each region (fast formulation), else None.
+    """
+
+    def __init__(self, b: int, p: int, image: Tensor, regions: Tensor, masked: Tensor | None = None) -> None:
+        self.b, self.p = b, p
+        self.image = image
+        self.regions = regions
+        self.masked = masked
+        self._weights: dict[tuple, Tensor] = {}
+
+    def weights(self, feature_map: Tensor) -> Tensor:
+        """``(N, K, cells)`` region shares of ``feature_map``'s cells (:func:`region_weights`), computed once per grid."""
+        key = (tuple(feature_map.shape[2:]), feature_map.dtype, feature_map.device)
+        if key not in self._weights:
+            self._weights[key] = region_weights(self.regions, feature_map)
+        return self._weights[key]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from hcc_exp.config import ExperimentConfig, ModelConfig, RoiStrategy
-from hcc_exp.models.backbone import PhaseSharedBackbone
+from hcc_exp.models.backbone import PhaseSharedBackbone, PreparedBatch
 
 
 class MultiTaskOutput(NamedTuple):
@@ -69,7 +69,15 @@ class HCCMultiTaskNet(nn.Module):
             :class:`MultiTaskOutput`, float32 also under mixed-precision autocast: the heads
             run in float32 (the Cox losses rank risks, and bf16 keeps 8 bits of them).
         """
-        features = self.head_dropout(self.backbone(image, masks))
+        return self.forward_prepared(self.prepare(image, masks))
+
+    def prepare(self, image: Tensor, masks: Tensor | None) -> PreparedBatch:
+        """The batch made ready for :meth:`forward_prepared` (checked; masked CT and regions built once)."""
+        return self.backbone.prepare(image, masks)
+
+    def forward_prepared(self, prepared: PreparedBatch) -> MultiTaskOutput:
+        """:meth:`forward` of a :meth:`prepare` d batch (several networks may read the same one)."""
+        features = self.head_dropout(self.backbone.forward_prepared(prepared))
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.to(self.os_head.weight.dtype)  # bf16 under autocast -> the heads' float32
             return MultiTaskOutput(

@@ -122,13 +122,16 @@ class MultiTaskMomentum(nn.Module):
                 f"momentum bank built for batches of {self.batchsize} received {batch} samples; "
                 "build it with the trainer's batch size"
             )
-        online_out = self.online(image, masks)
+        # The online and the target network read the same batch: prepare it once (masked CT,
+        # regions and their pooling weights) where the network can (HCCMultiTaskNet.prepare).
+        prepared = self.online.prepare(image, masks) if hasattr(self.online, "forward_prepared") else None
+        online_out = self.online(image, masks) if prepared is None else self.online.forward_prepared(prepared)
         self.memory_q.clear()
         self.memory_q.extend(self._records(online_out, os_event, os_time, rfs_event, rfs_time))
         os_loss, rfs_loss = self._bank_loss()
         with torch.no_grad():
             self._update_momentum_encoder()
-            target_out = self.target(image, masks)
+            target_out = self.target(image, masks) if prepared is None else self.target.forward_prepared(prepared)
             self.memory_k.extend(self._records(target_out, os_event, os_time, rfs_event, rfs_time))
         return online_out, os_loss, rfs_loss
 

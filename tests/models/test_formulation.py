@@ -19,7 +19,13 @@ from hcc_exp.config import PHASES, ExperimentConfig, ModelConfig
 from hcc_exp.errors import ConfigError
 from hcc_exp.models import build_model
 from hcc_exp.models.backbone import cell_shares, region_average, region_average_reference
-from hcc_exp.models.roi_stem import ROI_BRANCHES, RoiEnhancementStem, region_masks, region_masks_reference
+from hcc_exp.models.roi_stem import (
+    ROI_BRANCHES,
+    RoiEnhancementStem,
+    masked_regions,
+    region_masks,
+    region_masks_reference,
+)
 from tests.models.test_multitask import combined_loss, make_batch
 
 SIZE = 24
@@ -79,6 +85,43 @@ def test_fast_equals_reference_in_train_mode(roi: str, pooling: str) -> None:
         torch.testing.assert_close(buffers_f[name], value, rtol=1e-9, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_pooling_before_the_stem_norm_holds_for_negative_and_zero_gammas(mode: str) -> None:
+    """MaxPool commutes with BatchNorm + ELU only for increasing maps: gamma < 0 must still match.
+
+    The fast stem pools before normalising, flipping the kernel of every channel whose BatchNorm
+    gamma is negative; with mixed signs outputs, gradients and running statistics still equal
+    the reference order ``BatchNorm -> ELU -> MaxPool``.
+    """
+    fast, reference = pair(dtype=torch.float64)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for model in (fast, reference):
+            for i, branch in enumerate(model.backbone.stem.branches.values()):
+                gamma = torch.randn(branch.norm.weight.shape, generator=torch.Generator().manual_seed(i),
+                                    dtype=torch.float64)
+                branch.norm.weight.copy_(gamma)
+                branch.norm.bias.copy_(torch.linspace(-0.5, 0.5, gamma.numel(), dtype=torch.float64))
+    assert any(float(b.norm.weight.detach().min()) < 0 for b in fast.backbone.stem.branches.values())
+    image, masks = make_batch(4, len(PHASES), SIZE, seed=int(torch.randint(100, (1,), generator=generator)))
+    image = image.double()
+    if mode == "eval":
+        for model in (fast, reference):
+            step(model, image, masks)  # running statistics away from their initial values
+            model.eval()
+        with torch.no_grad():
+            for a, b in zip(fast(image, masks), reference(image, masks), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        return
+    out_f, grads_f, buffers_f = step(fast, image, masks)
+    out_r, grads_r, buffers_r = step(reference, image, masks)
+    for a, b in zip(out_f, out_r, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert_gradients_close(grads_f, grads_r, rtol=1e-8, atol=1e-9)
+    for name, value in buffers_r.items():
+        torch.testing.assert_close(buffers_f[name], value, rtol=1e-9, atol=1e-10, msg=name)
+
+
 def test_fast_equals_reference_in_float32_to_rounding() -> None:
     fast, reference = pair()
     image, masks = make_batch(4, len(PHASES), SIZE, seed=1)
@@ -128,6 +171,23 @@ def test_region_masks_equal_the_float_arithmetic() -> None:
         fast = region_masks(masks, roi, like)
         assert torch.equal(fast, region_masks_reference(masks, roi, like)), roi
     assert region_masks(masks, "full", like).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.float32])
+def test_masked_regions_equal_the_ct_times_the_float_region_masks(dtype: torch.dtype) -> None:
+    _, masks = make_batch(2, 1, 12)
+    masks = masks[:, 0].to(dtype)
+    masks[:, 1, :6] = 1  # margin overlapping the liver and the tumour
+    image = torch.rand(2, 1, 12, 12, 12)
+    for roi in set(ROI_BRANCHES) - {"none"}:
+        masked, regions = masked_regions(image, masks, roi)
+        reference = region_masks_reference(masks.float(), roi, image)
+        assert torch.equal(masked, image * reference), roi
+        assert torch.equal(regions.float(), reference), roi
+        assert not regions.is_floating_point()
+        assert masked.is_contiguous(memory_format=torch.channels_last_3d)
+        # integer regions are counted exactly: the shares equal the float masks' block means
+        torch.testing.assert_close(cell_shares(regions, (3, 3, 3)), cell_shares(reference, (3, 3, 3)))
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 8), (9, 7, 12)])
