@@ -29,10 +29,9 @@ from benchmarks.common import (
     Target,
     base_parser,
     interleaved,
-    print_result,
     ratio,
+    report_result,
     setup_process,
-    write_result,
 )
 
 NAME = "bootstrap"
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes.append(f"CIs differ: largest per-resample difference {max_diff:.3g}")
     if not TARGET.met(headline):
         notes.append(f"speed target missed: {headline:.1f}x")
-    payload = write_result(
+    return report_result(
         NAME,
         title="Bootstrap C-index CI",
         compares="vectorised bootstrap_c_index vs loop of sksurv concordance_index_censored (same resamples)",
@@ -143,8 +142,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

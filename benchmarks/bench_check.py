@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import WORK_DIR, Target, base_parser, fresh_dir, print_result, summary, write_result
+from benchmarks.common import WORK_DIR, Target, base_parser, fresh_dir, report_result, summary
 
 NAME = "check"
 TARGET = Target(2.0, "seconds per problem at the largest size <= 2x that at the smallest (linear)", op="<=")
@@ -125,7 +125,7 @@ def main() -> dict:
                 per_problem[n] = sorted(seconds)[len(seconds) // 2] / problems
     small, large = min(per_problem), max(per_problem)
     ratio = per_problem[large] / per_problem[small]
-    payload = write_result(
+    return report_result(
         NAME,
         title="check on many problems",
         compares="bounded report and message (20 rows per class + CSV list) vs the former full table / message",
@@ -138,8 +138,6 @@ def main() -> dict:
         notes=["every patient lacks its image folder: one MissingFileError each"],
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

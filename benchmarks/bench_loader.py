@@ -34,11 +34,10 @@ from benchmarks.common import (
     Target,
     base_parser,
     interleaved,
-    print_result,
+    report_result,
     setup_process,
     summary,
     synthetic_cohort,
-    write_result,
 )
 
 NAME = "loader"
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     if not TARGET.met(headline):
         notes.append(f"target missed: the loader delivers {headline:.1f}x the model's rate, below 5x.")
-    payload = write_result(
+    return report_result(
         NAME,
         title="Data loading vs training",
         compares="training loader (3 copies, rotation + jitter) vs tiny-model training step, samples/s",
@@ -159,8 +158,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

@@ -39,11 +39,10 @@ from benchmarks.common import (
     Target,
     base_parser,
     interleaved,
-    print_result,
     ratio,
+    report_result,
     set_threads,
     setup_process,
-    write_result,
 )
 
 NAME = "model"
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "In train mode the batched backbone pools BatchNorm statistics over all phases, the loop per phase; the "
         "compute is the same. MONAI DenseNet121 sees the phases as 3 input channels of one volume and no masks."
     )
-    payload = write_result(
+    return report_result(
         NAME,
         title="Model forward + backward",
         compares="phase-shared backbone, B x 3 batched vs loop over phases (and MONAI DenseNet121)",
@@ -264,8 +263,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

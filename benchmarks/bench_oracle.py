@@ -37,11 +37,10 @@ from benchmarks.common import (
     Target,
     base_parser,
     fresh_dir,
-    print_result,
+    report_result,
     setup_process,
     summary,
     synthetic_cohort,
-    write_result,
 )
 from hcc_exp.evaluation.oracle import SHARE_METRICS, oracle_metric, oracle_share  # torch-free
 from hcc_exp.vocabulary import SPLITS as ALL_SPLITS
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             )
         )
-    payload = write_result(
+    return report_result(
         args.name,
         title="Oracle share",
         compares="default model (external OS/RFS C-index, MVI AUC; mean of seeds) vs the cohort's oracle",
@@ -356,8 +355,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         started=started,
         results_dir=args.results_dir,
     )
-    print_result(payload, args.results_dir)
-    return payload
 
 
 if __name__ == "__main__":

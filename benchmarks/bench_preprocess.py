@@ -43,11 +43,10 @@ from benchmarks.common import (
     base_parser,
     fresh_dir,
     interleaved,
-    print_result,
     ratio,
+    report_result,
     setup_process,
     synthetic_cohort,
-    write_result,
 )
 
 NAME = "preprocess"
@@ -483,7 +482,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             notes.append(f"outputs differ beyond tolerance: worst patient {worst}")
     profile = _profile_hcc(files[0], cfg)
 
-    payload = write_result(
+    return report_result(
         NAME,
         title="Preprocessing",
         compares="hcc-exp preprocess_patient / preprocess_cohort vs plain MONAI transform chain",
@@ -542,8 +541,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 def _profile_hcc(files, cfg, top: int = 12) -> dict[str, Any]:

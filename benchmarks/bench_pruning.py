@@ -45,10 +45,9 @@ from benchmarks.common import (
     Target,
     base_parser,
     fresh_dir,
-    print_result,
+    report_result,
     setup_process,
     synthetic_cohort,
-    write_result,
 )
 
 NAME = "pruning"
@@ -328,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def fmt(value: float | None) -> str:
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
-    payload = write_result(
+    return report_result(
         NAME,
         title="Pruning",
         compares="TPE sweep with median pruning vs without (same trials, seeds): epochs and best score",
@@ -372,8 +371,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

@@ -40,10 +40,9 @@ from benchmarks.common import (
     Target,
     base_parser,
     interleaved,
-    print_result,
     ratio,
+    report_result,
     setup_process,
-    write_result,
 )
 
 NAME = "real_preprocess"
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes.append(
             f"hcc-exp's peak grows by {per_slice:.2f} MiB per 512 x 512 slice between 89 and {args.long_slices} slices."
         )
-    payload = write_result(
+    return report_result(
         NAME,
         title="Real-size preprocessing",
         compares="hcc-exp preprocess_patient vs plain MONAI chain on a 512 x 512 x 89 triphasic patient (real scan)",
@@ -275,8 +274,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ both sides of a comparison get the same number of threads.
 The default is 1 thread (docs/CONTRIBUTING.md: the cores are shared); an alternative that
 runs 2 worker processes then uses the 2 cores with one thread each. ``--threads`` changes it.
 
-Results. :func:`write_result` writes ``benchmarks/results/<name>.json``: the machine
+Results. :func:`report_result` (:func:`write_result` + :func:`print_result`) writes ``benchmarks/results/<name>.json``: the machine
 (:func:`machine_info`), the sizes, every timing, the ratio, the target and whether it is
 met, and free-text ``notes``. Targets are goals, not test thresholds: nothing fails on a
 timing. Scratch data (synthetic cohorts, caches, run folders) lives in
@@ -377,6 +377,17 @@ def print_result(payload: dict[str, Any], results_dir: Path = RESULTS_DIR) -> No
     for note in payload["notes"]:
         console.print(f"  note: {note}", highlight=False)
     console.print(f"-> {results_dir / (payload['benchmark'] + '.json')}")
+
+
+def report_result(name: str, **fields: Any) -> dict[str, Any]:
+    """The closing step of every benchmark: :func:`write_result` (same arguments), then :func:`print_result`.
+
+    Returns:
+        The payload written to ``<results_dir>/<name>.json``.
+    """
+    payload = write_result(name, **fields)
+    print_result(payload, fields.get("results_dir", RESULTS_DIR))
+    return payload
 
 
 def _fmt(value: Any) -> str:

@@ -170,12 +170,14 @@ def agreement(
     cohort_a: Annotated[Path, typer.Argument(help="Cohort folder with the first annotation.")],
     cohort_b: Annotated[Path, typer.Argument(help="Cohort folder with the second annotation of the same patients.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default: COHORT_B/agreement).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one patient each).")] = 1,
     quiet: QuietOpt = False,
 ) -> None:
     """Segmentation agreement: Dice and HD95 (mm) per patient, phase and region, and their summary."""
     from hcc_exp.reporting.agreement import write_agreement
 
-    paths = write_agreement(cohort_a, cohort_b, out if out is not None else cohort_b / "agreement", progress=not quiet)
+    out_dir = out if out is not None else cohort_b / "agreement"
+    paths = write_agreement(cohort_a, cohort_b, out_dir, workers=workers, progress=not quiet)
     _done("Agreement written:", ", ".join(str(p) for p in paths.values()))
 
 

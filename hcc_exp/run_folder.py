@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from hcc_exp.data.cache import PreprocessedCohort
-from hcc_exp.data.io import atomic_path
+from hcc_exp.data.io import atomic_path, swap_into_place
 from hcc_exp.errors import OutputFolderError, RunFolderError
 from hcc_exp.vocabulary import MVI_PROBABILITY, PATIENT_ID, SPLIT, risk_column
 
@@ -312,7 +312,8 @@ class StagedRunFolder:
     where training writes. :meth:`publish` moves the staged entries into ``target`` (the whole
     folder in one rename when ``target`` does not exist; otherwise entry by entry in
     :data:`PUBLISH_ORDER`, each replaced in one rename, so a re-run into ``runs/demo`` keeps
-    ``evaluation/`` beside it as before). Used as a context manager, leaving on an exception (or
+    ``evaluation/`` beside it as before; all entries or none, by :func:`hcc_exp.data.io.swap_into_place`).
+    Used as a context manager, leaving on an exception (or
     without :meth:`publish`) removes the staging folder, and ``target`` too when this run created it.
 
     Raises:
@@ -347,13 +348,13 @@ class StagedRunFolder:
         """Move the staged run into ``target``; returns ``target``."""
         target = self.target.root
         if not target.exists():
-            os.replace(self.stage.root, target)
+            swap_into_place([(self.stage.root, target)])
         else:
             entries = sorted(p.name for p in self.stage.root.iterdir())
             ordered = [n for n in PUBLISH_ORDER if n in entries]
             ordered = [n for n in entries if n not in ordered] + ordered
-            for name in ordered:
-                _replace_entry(self.stage.root / name, target / name)
+            # All entries or none: a failed rename puts back every entry already replaced.
+            swap_into_place([(self.stage.root / name, target / name) for name in ordered])
             self.stage.root.rmdir()
         self.published = True
         return self.target
@@ -368,15 +369,3 @@ class StagedRunFolder:
                     folder.rmdir()
                 except OSError:
                     break
-
-
-def _replace_entry(src: Path, dst: Path) -> None:
-    """Put ``src`` at ``dst`` with one rename (a folder replaces a folder: old one renamed aside, then removed)."""
-    if dst.is_dir() and not dst.is_symlink():
-        trash = dst.with_name(f".{dst.name}.old-{secrets.token_hex(4)}")
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-

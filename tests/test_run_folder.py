@@ -168,3 +168,31 @@ def test_a_filesystem_refusal_while_creating_the_run_becomes_a_named_error(tmp_p
     monkeypatch.setattr(run_folder.Path, "mkdir", refuse)
     with pytest.raises(OutputFolderError, match="cannot be written: Permission denied"):
         StagedRunFolder(tmp_path / "runs" / "r1")
+
+
+def test_a_failure_mid_publish_leaves_the_old_run_as_it_was(tmp_path, monkeypatch):
+    from hcc_exp.data import io
+
+    target = tmp_path / "runs" / "r1"
+    old = RunFolder(target)
+    old.write_json(old.metrics_json, {"old": 1.0})
+    old.write_text(old.best_checkpoint, "old weights")
+    old.write_json(old.evaluation_metrics_json, {"evaluated": 1.0})
+    before = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    real_replace = os.replace
+
+    def replace(a, b):  # the last entry (meta.json, published last) cannot move in
+        if os.path.basename(b) == "meta.json" and ".staging-" in os.fspath(a):
+            raise OSError("disk gone")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="disk gone"), StagedRunFolder(target) as staged:
+        staged.stage.write_json(staged.stage.metrics_json, {"new": 1.0})
+        staged.stage.write_text(staged.stage.best_checkpoint, "new weights")
+        staged.stage.write_json(staged.stage.meta_json, {"run_id": "r1"})
+        staged.publish()
+    after = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before  # old metrics and weights back, evaluation kept, no meta.json
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r1"]  # staging removed
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]

@@ -12,7 +12,8 @@
 ``params_hash`` comes from :meth:`PreprocessConfig.params_hash`; ``input_hash``
 hashes the cohort's files, so re-running with the same parameters and data is a
 no-op and any change writes a new key. A cache folder appears only once
-complete (written under a temporary name, then renamed).
+complete (written under a temporary name, then renamed by :func:`publish_cache_folder`,
+which never replaces a completed cache).
 
 Everything in the cache is a function of the cohort's bytes and the recipe: no
 time, duration or machine path is written here (DVC tracks the folder, and its hash
@@ -23,6 +24,7 @@ as :class:`CacheBuild` for logs and a run's ``meta.json``.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from hcc_exp.data.contract import REQUIRED_COLUMNS, read_cohort_table, typed_cohort_table
-from hcc_exp.data.io import atomic_path
-from hcc_exp.errors import RunFolderError
+from hcc_exp.data.io import atomic_path, swap_into_place
+from hcc_exp.errors import PreprocessError, RunFolderError
 from hcc_exp.vocabulary import PATIENT_ID, REGIONS, SPLIT  # noqa: F401  (REGIONS re-exported: mask channels)
 
 MANIFEST = "manifest.json"
@@ -143,6 +145,28 @@ def write_labels(table: pd.DataFrame, folder: Path) -> None:
 def write_manifest(manifest: dict[str, Any], folder: Path) -> None:
     """Write ``FOLDER/manifest.json`` (indented JSON, keys in the order given)."""
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def publish_cache_folder(staged: Path, final: Path) -> bool:
+    """Move a complete staged cache folder to ``CACHE_ROOT/<key>``; a completed cache is never replaced.
+
+    Through :func:`hcc_exp.data.io.swap_into_place` with ``replace=False``: when another run
+    completed the same key meanwhile (same parameters, same inputs: the same arrays), its folder
+    is kept and ``staged`` is removed. A folder at ``final`` without ``manifest.json`` is no cache.
+
+    Returns:
+        True when ``staged`` became the cache, False when an existing one was kept.
+
+    Raises:
+        PreprocessError: ``final`` exists but holds no ``manifest.json`` (``staged`` is kept for the caller).
+    """
+    (published,) = swap_into_place([(Path(staged), Path(final))], replace=False)
+    if published:
+        return True
+    if not (Path(final) / MANIFEST).is_file():
+        raise PreprocessError(f"{final} exists but is not a complete cache (no {MANIFEST}): remove it and re-run")
+    shutil.rmtree(staged, ignore_errors=True)
+    return False
 
 
 def write_current(cache_root: Path, key: str) -> None:

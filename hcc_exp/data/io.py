@@ -8,12 +8,15 @@ dates, UIDs) is read into hcc-exp's outputs or logs.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -217,22 +220,115 @@ def staged_folder(final: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        _swap_into_place(tmp, final)
+        swap_into_place([(tmp, final)])
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.replaced-", dir=final.parent))
-    os.replace(final, aside / "old")
+def swap_into_place(moves: Sequence[tuple[Path, Path]], *, replace: bool = True) -> tuple[bool, ...]:
+    """Move each ``src`` onto its ``dst`` with one rename each, all or none: the one swap primitive.
+
+    Every folder hcc-exp publishes goes through here: a staged cohort (:func:`staged_folder`,
+    one move), a staged run into an existing run folder (one move per entry, so entries the
+    stage does not hold, such as ``evaluation/``, stay), and a preprocessed cache (``replace=False``).
+
+    * ``dst`` absent: ``src`` is renamed onto it.
+    * ``dst`` present, ``replace=False``: nothing moves (``False`` for that move); the caller
+      keeps or removes ``src``. The cache's rule: a completed folder is never replaced.
+    * ``dst`` present, ``replace=True``: ``dst`` is renamed aside (a hidden sibling), ``src``
+      onto ``dst``; the old entries are removed only after every move succeeded.
+
+    The rollback rule: if any rename fails, the moves done so far are undone in reverse order
+    (each new entry back to its ``src``, each old one back to its ``dst``) and the error is
+    raised, so every ``dst`` is exactly as it was and every ``src`` still holds the new entry.
+    Sources and destinations must be on one filesystem (siblings, as staging folders are).
+
+    Returns:
+        Per move, whether ``src`` is now at ``dst``.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = (root / "new.txt").write_text("new"), (root / "old.txt").write_text("old")
+    >>> swap_into_place([(root / "new.txt", root / "old.txt")], replace=False)
+    (False,)
+    >>> swap_into_place([(root / "new.txt", root / "old.txt")]), (root / "old.txt").read_text()
+    ((True,), 'new')
+    >>> sorted(p.name for p in root.iterdir())
+    ['old.txt']
+    """
+    steps: list[_Step] = []
+    moved: list[bool] = []
     try:
-        os.replace(tmp, final)
+        for src, dst in moves:
+            step = _Step(Path(src), Path(dst))
+            exists = _exists(step.dst)
+            if exists and not replace:
+                moved.append(False)
+                continue
+            steps.append(step)
+            if exists:
+                step.aside = _aside_name(step.dst)
+                if step.dst.is_file() and not step.dst.is_symlink():
+                    try:
+                        # A file is replaced in one rename (never absent for a reader); a hard link
+                        # keeps the old one for a rollback.
+                        os.link(step.dst, step.aside)
+                        step.linked = True
+                    except OSError:
+                        os.replace(step.dst, step.aside)
+                else:
+                    # A folder cannot be renamed onto a non-empty folder: set the old one aside first.
+                    os.replace(step.dst, step.aside)
+            os.replace(step.src, step.dst)
+            step.placed = True
+            moved.append(True)
     except BaseException:
-        os.replace(aside / "old", final)  # rollback: the destination as it was
-        shutil.rmtree(aside, ignore_errors=True)
+        _undo(steps)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    for step in steps:
+        if step.aside is not None:
+            _remove(step.aside)
+    return tuple(moved)
+
+
+@dataclass
+class _Step:
+    src: Path
+    dst: Path
+    aside: Path | None = None  # where the old dst was put (or hard-linked) aside
+    linked: bool = False  # aside is a second name of the old dst (a file), not a rename of it
+    placed: bool = False  # src renamed onto dst
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _aside_name(dst: Path) -> Path:
+    while True:
+        aside = dst.with_name(f".{dst.name}.replaced-{secrets.token_hex(4)}")
+        if not (aside.exists() or aside.is_symlink()):
+            return aside
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _undo(steps: list[_Step]) -> None:
+    """Reverse the moves of :func:`swap_into_place` (best effort: the error raised is the first one)."""
+    for step in reversed(steps):
+        if step.placed:
+            with contextlib.suppress(OSError):
+                os.replace(step.dst, step.src)  # the new entry back into the stage
+        if step.aside is None:
+            continue
+        with contextlib.suppress(OSError):
+            if step.linked and not step.placed:
+                step.aside.unlink()  # dst was never replaced: drop the second name
+            else:
+                os.replace(step.aside, step.dst)  # the old entry back where it was

@@ -1,6 +1,7 @@
 """Where a class activation map puts its weight: region energy and hit rate (Supplementary Table 3D).
 
 Pure computation (arrays in, numbers out); :mod:`hcc_exp.interpretability.cam` does the IO.
+:func:`cam_region_table` gives one patient's table over heads and phases.
 
 For one CAM on the cached grid (``(D, H, W)``, raw, not rescaled) and that phase's
 region masks, every analysis region gets three numbers:
@@ -27,6 +28,7 @@ Both energy and hit rate are undefined (NaN) for a CAM with no positive value.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -214,3 +216,34 @@ def aggregate_region_statistics(per_map: pd.DataFrame) -> pd.DataFrame:
         row["p_hit_gt_volume"] = _greater_p(group["hit_rate"].to_numpy(dtype=float), volume)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def cam_region_table(
+    cams: dict[str, np.ndarray],
+    masks: np.ndarray,
+    phases: Sequence[str],
+    spacing_zyx_mm: tuple[float, float, float],
+    *,
+    ring_mm: float = RING_MM,
+    top_fraction: float = TOP_FRACTION,
+) -> pd.DataFrame:
+    """Region shares of one patient's maps.
+
+    Args:
+        cams: head -> ``(P, D, H, W)`` raw maps.
+        masks: ``(P, R, D, H, W)`` region masks of the same phases.
+        phases: the P phase names.
+        spacing_zyx_mm: grid spacing (mm) for the 1 cm ring.
+
+    Returns:
+        Rows ``head, phase, region, energy_share, hit_rate, volume_share``.
+    """
+    frames = []
+    for k, phase in enumerate(phases):
+        regions = analysis_regions(masks[k], spacing_zyx_mm, ring_mm)
+        for head, maps in cams.items():
+            stats = region_statistics(maps[k], regions, top_fraction).reset_index()
+            stats.insert(0, "phase", phase)
+            stats.insert(0, "head", head)
+            frames.append(stats)
+    return pd.concat(frames, ignore_index=True)

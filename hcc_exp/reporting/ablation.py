@@ -12,9 +12,9 @@ For each split and metric the table holds, per arm:
   resample for every arm);
 * the oracle share (synthetic cohorts) where ``evaluation/metrics.json`` has it.
 
-:func:`build_ablation_table` reads the sweep folder and computes; :mod:`hcc_exp.reporting.tables`
-renders. Metrics are ``"<task>/<metric>"`` (``"os/c_index"``), looked up in each run as
-``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
+:func:`build_ablation_table` reads the sweep folder and computes (the patient-level bootstrap inputs
+come from :mod:`hcc_exp.reporting.ablation_inputs`); :mod:`hcc_exp.reporting.tables` renders.
+Metrics are ``"<task>/<metric>"`` (``"os/c_index"``), looked up in each run as ``"<split>/<task>/<metric>"`` (:func:`hcc_exp.vocabulary.metric_key`).
 """
 
 from __future__ import annotations
@@ -28,38 +28,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hcc_exp.errors import HccExpError, RunFolderError, SweepError
+from hcc_exp.errors import HccExpError, SweepError
 from hcc_exp.evaluation.concordance import bootstrap_indices
 from hcc_exp.evaluation.oracle import SHARE
 from hcc_exp.progress import patient_progress
+from hcc_exp.reporting.ablation_inputs import (  # noqa: F401  (MVI_COLUMNS re-exported)
+    MVI_COLUMNS,
+    SURVIVAL_COLUMNS,
+    ClassificationData,
+    PredictionLoader,
+    SurvivalData,
+)
 from hcc_exp.reporting.stats import (
     CONFIDENCE,
     PairedBootstrap,
     holm_adjust,
     mean_t_interval,
     paired_seed_comparison,
-    pooled_paired_auc_difference,
-    pooled_paired_c_index_difference,
 )
-from hcc_exp.reporting.sweep_folder import (
-    RunRecord,
-    SweepFolder,
-    SweepObjective,
-    read_labels,
-    read_predictions,
-    read_sweep,
-)
-from hcc_exp.vocabulary import (
-    ENDPOINTS,
-    MVI_LABEL,
-    MVI_PROBABILITY,
-    SPLITS,
-    event_column,
-    metric_key,
-    parse_metric_key,
-    risk_column,
-    time_column,
-)
+from hcc_exp.reporting.sweep_folder import RunRecord, SweepFolder, SweepObjective, read_sweep
+from hcc_exp.vocabulary import SPLITS, metric_key, parse_metric_key
 
 REFERENCE_ARM = "full"
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -74,12 +62,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
 MAIN_METRICS: tuple[str, ...] = ("os/c_index", "rfs/c_index", "mvi/f1")
 MAIN_SPLITS: tuple[str, ...] = SPLITS[1:]
 """Splits of the terminal table: internal validation and external test."""
-SURVIVAL_COLUMNS: dict[str, tuple[str, str, str]] = {
-    endpoint: (risk_column(endpoint), time_column(endpoint), event_column(endpoint)) for endpoint in ENDPOINTS
-}
-"""Endpoint -> (prediction column, label time column, label event column)."""
-MVI_COLUMNS: tuple[str, str] = (MVI_PROBABILITY, MVI_LABEL)
-"""(prediction column, label column) of the MVI task."""
 BOOTSTRAP_METRICS: tuple[str, ...] = ("os/c_index", "rfs/c_index", "mvi/auc")
 """Metrics with a paired patient bootstrap of the difference from the reference arm."""
 _LOWER_IS_BETTER = ("brier", "loss", "error", "ece")
@@ -178,119 +160,6 @@ def has_bootstrap(metric: str) -> bool:
     return metric in BOOTSTRAP_METRICS
 
 
-# --------------------------------------------------------------------------- bootstrap inputs
-@dataclass(frozen=True)
-class _SurvivalData:
-    time: np.ndarray
-    event: np.ndarray
-    scores: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,) risk
-
-    @property
-    def n_patients(self) -> int:
-        return int(self.time.size)
-
-    def paired_bootstrap(
-        self, arm: np.ndarray, reference: np.ndarray, indices: np.ndarray, confidence: float
-    ) -> PairedBootstrap:
-        return pooled_paired_c_index_difference(self.time, self.event, arm, reference, indices, confidence)
-
-
-@dataclass(frozen=True)
-class _ClassificationData:
-    labels: np.ndarray  # (patients,) 0 / 1
-    scores: dict[str, dict[int, np.ndarray]]  # arm -> seed -> (patients,) probability
-
-    @property
-    def n_patients(self) -> int:
-        return int(self.labels.size)
-
-    def paired_bootstrap(
-        self, arm: np.ndarray, reference: np.ndarray, indices: np.ndarray, confidence: float
-    ) -> PairedBootstrap:
-        return pooled_paired_auc_difference(self.labels, arm, reference, indices, confidence)
-
-
-class _Loader:
-    """Caches predictions and labels so each file is read once per table."""
-
-    def __init__(self) -> None:
-        self._predictions: dict[Path, pd.DataFrame] = {}
-        self._labels: dict[Path, pd.DataFrame] = {}
-
-    def predictions(self, run: RunRecord) -> pd.DataFrame:
-        if run.run_dir not in self._predictions:
-            self._predictions[run.run_dir] = read_predictions(run.run_dir)
-        return self._predictions[run.run_dir]
-
-    def labels(self, run: RunRecord) -> pd.DataFrame:
-        cache_dir = run.cache_dir
-        if cache_dir is None:
-            raise RunFolderError(f"{run.run_dir}/meta.json names no cache_dir, so its labels are unknown")
-        if cache_dir not in self._labels:
-            self._labels[cache_dir] = read_labels(cache_dir)
-        return self._labels[cache_dir]
-
-    def survival(self, runs: Sequence[RunRecord], split: str, task: str) -> _SurvivalData:
-        """Labels and risks of the patients of ``split`` present with a finite risk in every run.
-
-        Raises:
-            RunFolderError: a file is missing, or two runs' caches disagree on a patient's outcome.
-        """
-        risk_column, time_column, event_column = SURVIVAL_COLUMNS[task]
-        labels, risks = self._aligned(runs, split, risk_column, (time_column, event_column), task.upper())
-        return _SurvivalData(
-            time=labels[time_column].to_numpy(float),
-            event=labels[event_column].to_numpy(float).astype(bool),
-            scores=risks,
-        )
-
-    def classification(self, runs: Sequence[RunRecord], split: str) -> _ClassificationData:
-        """MVI labels and predicted probabilities of the patients of ``split`` present in every run."""
-        labels, scores = self._aligned(runs, split, MVI_COLUMNS[0], (MVI_COLUMNS[1],), "MVI")
-        return _ClassificationData(labels=labels[MVI_COLUMNS[1]].to_numpy(float).astype(int), scores=scores)
-
-    def _aligned(
-        self, runs: Sequence[RunRecord], split: str, score_column: str, label_columns: tuple[str, ...], what: str
-    ) -> tuple[pd.DataFrame, dict[str, dict[int, np.ndarray]]]:
-        """Labels (one row per patient) and per-arm, per-seed scores on the patients shared by every run."""
-        per_run: list[pd.Series] = []
-        for run in runs:
-            frame = self.predictions(run)
-            if score_column not in frame.columns:
-                raise RunFolderError(f"{run.run_dir}/predictions.csv has no column {score_column}")
-            rows = frame[frame["split"] == split]
-            per_run.append(pd.Series(rows[score_column].to_numpy(float), index=rows["patient_id"].astype(str)))
-        patients = sorted(set.intersection(*(set(s[np.isfinite(s.to_numpy())].index) for s in per_run)))
-        if not patients:
-            raise RunFolderError(f"no {split} patient has a finite {score_column} in every run")
-
-        reference_labels: pd.DataFrame | None = None
-        for run in runs:
-            labels = self.labels(run)
-            missing = [c for c in label_columns if c not in labels.columns]
-            if missing:
-                raise RunFolderError(f"labels of {run.cache_dir} lack column(s) {missing}")
-            table = labels.drop_duplicates("patient_id").set_index("patient_id")
-            absent = [p for p in patients if p not in table.index]
-            if absent:
-                raise RunFolderError(f"labels of {run.cache_dir} lack patient(s) {absent[:5]} predicted by {run.run_dir}")
-            outcome = table.loc[patients, list(label_columns)].astype(float)
-            if reference_labels is None:
-                reference_labels = outcome
-            elif not np.allclose(outcome.to_numpy(), reference_labels.to_numpy()):
-                differing = outcome.index[(outcome != reference_labels).any(axis=1)].tolist()
-                raise RunFolderError(
-                    f"runs disagree on {what} labels (cache {run.cache_dir}, patient(s) {differing[:5]}): "
-                    "arms must be compared on the same cohort"
-                )
-        if reference_labels is None:
-            raise RunFolderError(f"no run to read {split} {what} labels from")
-        scores: dict[str, dict[int, np.ndarray]] = {}
-        for run, series in zip(runs, per_run, strict=True):
-            scores.setdefault(run.arm, {})[run.seed] = series.loc[patients].to_numpy(float)
-        return reference_labels, scores
-
-
 # --------------------------------------------------------------------------- build
 def _seed_values(runs: Sequence[RunRecord], key: str) -> dict[int, float]:
     return {run.seed: run.metrics.get(key, math.nan) for run in runs}
@@ -348,7 +217,7 @@ def build_ablation_table(
     if absent:
         notes.append("metric(s) reported by no run: " + ", ".join(absent))
 
-    loader = _Loader()
+    loader = PredictionLoader()
     rows: list[dict[str, Any]] = []
     with patient_progress("ablation table:", enabled=progress) as bar:
         task_id = bar.add_task("split x metric", total=len(present))
@@ -386,7 +255,7 @@ def _metric_rows(
     runs_by_arm: dict[str, list[RunRecord]],
     reference_arm: str,
     counts: pd.DataFrame,
-    loader: _Loader,
+    loader: PredictionLoader,
     *,
     n_bootstrap: int,
     seed: int,
@@ -398,7 +267,7 @@ def _metric_rows(
     reference_values = _seed_values(runs_by_arm.get(reference_arm, []), key)
     oracle_key = metric_key(split, task, SHARE)
 
-    data: _SurvivalData | _ClassificationData | None = None
+    data: SurvivalData | ClassificationData | None = None
     indices: np.ndarray | None = None
     bootstrap_reason = f"not applicable: patient bootstrap is for {', '.join(BOOTSTRAP_METRICS)}"
     if has_bootstrap(metric):

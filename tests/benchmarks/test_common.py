@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from benchmarks.common import Target, Timing, interleaved, ratio, summary, write_result
+from benchmarks.common import Target, Timing, interleaved, ratio, report_result, summary, write_result
 from benchmarks.render_table import BEGIN, END, markdown_table, replace_between_markers
 
 
@@ -80,6 +80,25 @@ def test_write_result_is_strict_json_with_target_and_machine(tmp_path):
     assert stored["results"]["undefined"] is None
     assert stored["machine"]["device"] == "cpu" and stored["machine"]["cpu_count"] >= 1
     assert stored["timings"]["a"]["median"] == 2.0
+
+
+def test_report_result_writes_then_prints_into_the_given_folder(tmp_path, capsys):
+    payload = report_result(
+        "closing",
+        title="Closing",
+        compares="a vs b",
+        ratio_label="b / a",
+        ratio_value=0.5,
+        target=Target(2.0, ">= 2x"),
+        sizes={},
+        timings={"a": Timing([1.0, 3.0]).to_dict()},
+        notes=["a note"],
+        results_dir=tmp_path,
+    )
+    assert json.loads((tmp_path / "closing.json").read_text()) == payload
+    assert payload["target_met"] is False
+    out = capsys.readouterr().out
+    assert "b / a: 0.5" in out and "a note" in out and str(tmp_path / "closing.json") in out
 
 
 def _result(name: str, title: str, met, ratio_text: str, device: str = "cpu") -> dict:

@@ -114,3 +114,121 @@ def test_staged_folder_failure_leaves_the_destination_as_it_was(tmp_path, monkey
     with staged_folder(dst) as tmp:
         (tmp / "cohort.csv").write_text("new")
     assert _tree(dst) == {"cohort.csv": b"new"} and sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
+
+
+# --------------------------------------------------------------------------- swap_into_place
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture
+def old_and_staged(tmp_path):
+    """An existing run-like folder and a stage with new versions of two of its entries and one new entry."""
+    dst = tmp_path / "run"
+    (dst / "checkpoints").mkdir(parents=True)
+    (dst / "checkpoints" / "best.ckpt").write_text("old weights")
+    (dst / "metrics.json").write_text("old metrics")
+    (dst / "evaluation").mkdir()
+    (dst / "evaluation" / "metrics.json").write_text("evaluated")
+    stage = tmp_path / ".run.staging"
+    (stage / "checkpoints").mkdir(parents=True)
+    (stage / "checkpoints" / "best.ckpt").write_text("new weights")
+    (stage / "metrics.json").write_text("new metrics")
+    (stage / "meta.json").write_text("new meta")
+    moves = [(stage / n, dst / n) for n in ("checkpoints", "metrics.json", "meta.json")]
+    return dst, stage, moves
+
+
+def test_swap_replaces_entries_and_keeps_the_others(old_and_staged):
+    from hcc_exp.data.io import swap_into_place
+
+    dst, stage, moves = old_and_staged
+    assert swap_into_place(moves) == (True, True, True)
+    assert _tree(dst) == {
+        "checkpoints/best.ckpt": b"new weights",
+        "evaluation/metrics.json": b"evaluated",  # not among the moves: untouched
+        "meta.json": b"new meta",
+        "metrics.json": b"new metrics",
+    }
+    assert _hidden(dst) == [] and sorted(p.name for p in stage.iterdir()) == []
+
+
+@pytest.mark.parametrize("failing", ["checkpoints", "metrics.json", "meta.json"])
+def test_a_failure_mid_publish_leaves_the_destination_as_it_was(old_and_staged, monkeypatch, failing):
+    import os
+
+    from hcc_exp.data import io
+    from hcc_exp.data.io import swap_into_place
+
+    dst, stage, moves = old_and_staged
+    before, staged_before = _tree(dst), _tree(stage)
+    real_replace = os.replace
+
+    def replace(a, b):  # the rename of the new entry onto `failing` fails (after earlier ones succeeded)
+        if os.fspath(b) == os.fspath(dst / failing) and os.fspath(a).startswith(os.fspath(stage)):
+            raise OSError("disk gone")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="disk gone"):
+        swap_into_place(moves)
+    assert _tree(dst) == before  # old weights, old metrics, no meta.json, evaluation kept
+    assert not (dst / "meta.json").exists()
+    assert _tree(stage) == staged_before  # the new entries are back in the stage
+    assert _hidden(dst) == []  # nothing set aside is left behind
+
+
+def test_a_failure_setting_the_old_folder_aside_changes_nothing(old_and_staged, monkeypatch):
+    import os
+
+    from hcc_exp.data import io
+    from hcc_exp.data.io import swap_into_place
+
+    dst, stage, moves = old_and_staged
+    before = _tree(dst)
+    real_replace = os.replace
+
+    def replace(a, b):
+        if os.fspath(a) == os.fspath(dst / "checkpoints"):
+            raise OSError("busy")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(OSError, match="busy"):
+        swap_into_place(moves)
+    assert _tree(dst) == before and _hidden(dst) == []
+
+
+def test_never_replace_keeps_an_existing_destination(old_and_staged):
+    from hcc_exp.data.io import swap_into_place
+
+    dst, stage, moves = old_and_staged
+    before, staged_before = _tree(dst), _tree(stage)
+    # metrics.json and checkpoints exist: kept; meta.json does not: moved in.
+    assert swap_into_place(moves, replace=False) == (False, False, True)
+    assert _tree(dst) == {**before, "meta.json": b"new meta"}
+    assert _tree(stage) == {k: v for k, v in staged_before.items() if k != "meta.json"}
+
+
+def test_cache_publish_never_replaces_a_completed_cache(tmp_path):
+    from hcc_exp.data.cache import MANIFEST, publish_cache_folder
+    from hcc_exp.errors import PreprocessError
+
+    final = tmp_path / "key"
+    first = tmp_path / ".tmp-key-1"
+    first.mkdir()
+    (first / MANIFEST).write_text("first")
+    assert publish_cache_folder(first, final) is True and not first.exists()
+    second = tmp_path / ".tmp-key-2"
+    second.mkdir()
+    (second / MANIFEST).write_text("second")
+    assert publish_cache_folder(second, final) is False  # another run completed the key first
+    assert (final / MANIFEST).read_text() == "first" and not second.exists()
+
+    broken = tmp_path / "broken"
+    (broken / "patients").mkdir(parents=True)
+    third = tmp_path / ".tmp-broken-3"
+    third.mkdir()
+    with pytest.raises(PreprocessError, match="not a complete cache"):
+        publish_cache_folder(third, broken)
+    assert third.exists() and sorted(p.name for p in broken.iterdir()) == ["patients"]

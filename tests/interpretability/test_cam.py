@@ -10,8 +10,9 @@ from matplotlib.image import imread
 
 from hcc_exp.config import ExperimentConfig
 from hcc_exp.errors import ConfigError
-from hcc_exp.interpretability.cam import HEADS, cam_region_table, grad_cams, plot_cam_overlay
-from hcc_exp.interpretability.regions import ANALYSIS_REGIONS
+from hcc_exp.interpretability.gradcam import HEADS, grad_cams
+from hcc_exp.interpretability.overlay import plot_cam_overlay
+from hcc_exp.interpretability.regions import ANALYSIS_REGIONS, cam_region_table
 from hcc_exp.models import build_model
 from tests.factories import sphere
 

@@ -119,3 +119,47 @@ def test_cli_agreement(two_cohorts, tmp_path):
     result = CliRunner().invoke(app, ["agreement", str(two_cohorts[0]), str(two_cohorts[1]), "--out", str(tmp_path), "-q"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "agreement.csv").is_file()
+
+
+def _monai_hd95(a, b, spacing):
+    """MONAI's own symmetric HD95 on the full arrays (the reference the fast path must equal)."""
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        value = compute_hausdorff_distance(
+            torch.from_numpy(a[None, None].astype(np.float32)), torch.from_numpy(b[None, None].astype(np.float32)),
+            include_background=True, percentile=95, spacing=list(spacing),
+        )  # fmt: skip
+    return float(value.reshape(-1)[0])
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_hd95_equals_monai_exactly(case):
+    # Random blobs, some touching the array's faces (where MONAI's crop pads), anisotropic spacing,
+    # and pairs that share most of their surface (the coinciding voxels the fast path does not query).
+    rng = np.random.default_rng(case)
+    shape = (12, 20, 22)
+    a = ndimage.binary_opening(rng.random(shape) < 0.55, iterations=1)
+    if case % 2:
+        b = ndimage.binary_dilation(a, iterations=1) & (rng.random(shape) < 0.97)
+    else:
+        b = np.roll(a, int(rng.integers(1, 3)), axis=int(rng.integers(0, 3)))
+    if case >= 6:  # a small mask far from the array's faces
+        a = np.zeros(shape, bool)
+        a[4:7, 8:12, 9:13] = True
+        b = a.copy()
+        b[6, 11, 12] = False
+        b[4:7, 12, 10] = True
+    spacing = (2.5, 0.8, 0.7)
+    assert hd95_mm(a, b, spacing) == _monai_hd95(a, b, spacing)
+    assert hd95_mm(a, a, spacing) == 0.0 == _monai_hd95(a, a, spacing)
+
+
+def test_workers_give_the_same_rows(two_cohorts):
+    serial = compare_cohorts(*two_cohorts)
+    pooled = compare_cohorts(*two_cohorts, workers=2)
+    pd.testing.assert_frame_equal(serial, pooled)

@@ -33,11 +33,45 @@ def evaluated_run(trained_run, tmp_path_factory):
     return run, agreement, trained_run.cohort_dir
 
 
-def test_checklist_is_the_tripod_ai_list():
-    numbers = [i.number for i in ITEMS]
-    assert len(numbers) == len(set(numbers))
-    assert sorted({re.match(r"\d+", n).group() for n in numbers}, key=int) == [str(k) for k in range(1, 28)]
-    assert numbers[:6] == ["1", "2", "3a", "3b", "3c", "4"] and numbers[-3:] == ["27a", "27b", "27c"]
+# The published checklist (Collins et al., BMJ 2024;385:e078378, Table 1), typed in from it: every
+# item id in order with its section and applicability (D development, E evaluation, D;E both).
+PUBLISHED_CHECKLIST = (
+    ("Title", [("1", "D;E")]),
+    ("Abstract", [("2", "D;E")]),
+    ("Introduction", [("3a", "D;E"), ("3b", "D;E"), ("3c", "D;E"), ("4", "D;E")]),
+    ("Methods", [
+        ("5a", "D;E"), ("5b", "D;E"), ("6a", "D;E"), ("6b", "D;E"), ("6c", "D;E"), ("7", "D;E"),
+        ("8a", "D;E"), ("8b", "D;E"), ("8c", "D;E"), ("9a", "D"), ("9b", "D;E"), ("9c", "D;E"),
+        ("10", "D;E"), ("11", "D;E"), ("12a", "D"), ("12b", "D"), ("12c", "D"), ("12d", "D;E"),
+        ("12e", "D;E"), ("12f", "E"), ("12g", "E"), ("13", "D;E"), ("14", "D;E"), ("15", "D"),
+        ("16", "D;E"), ("17", "D;E"),
+    ]),
+    ("Open science", [("18a", "D;E"), ("18b", "D;E"), ("18c", "D;E"), ("18d", "D;E"), ("18e", "D;E"), ("18f", "D;E")]),
+    ("Patient and public involvement", [("19", "D;E")]),
+    ("Results", [
+        ("20a", "D;E"), ("20b", "D;E"), ("20c", "E"), ("21", "D;E"), ("22", "D"), ("23a", "D;E"), ("23b", "D;E"),
+        ("24", "E"),
+    ]),
+    ("Discussion", [("25", "D;E"), ("26", "D;E"), ("27a", "D"), ("27b", "D"), ("27c", "D;E")]),
+)  # fmt: skip
+PUBLISHED_TOPICS = {
+    "3a": "Background", "5a": "Data", "6a": "Participants", "7": "Data preparation", "8a": "Outcome", "9a": "Predictors",
+    "10": "Sample size", "11": "Missing data", "12a": "Analytical methods", "13": "Class imbalance", "14": "Fairness",
+    "15": "Model output", "16": "Training versus evaluation", "17": "Ethical approval", "18a": "Funding",
+    "18b": "Conflicts of interest", "18c": "Protocol", "18d": "Registration", "18e": "Data sharing", "18f": "Code sharing",
+    "19": "Patient and public involvement", "20a": "Participants", "21": "Model development", "22": "Model specification",
+    "23a": "Model performance", "24": "Model updating", "25": "Interpretation", "26": "Limitations",
+    "27a": "Usability of the model in the context of current care",
+}  # fmt: skip
+
+
+def test_checklist_is_the_published_tripod_ai_list():
+    expected = [(section, number, applies) for section, items in PUBLISHED_CHECKLIST for number, applies in items]
+    assert len(expected) == 52  # the statement's 52 checklist items (27 main items)
+    assert [(i.section, i.number, i.applies) for i in ITEMS] == expected
+    topics = {i.number: i.topic for i in ITEMS}
+    assert {n: topics[n] for n in PUBLISHED_TOPICS} == PUBLISHED_TOPICS
+    assert all(i.requirement.strip() for i in ITEMS)
 
 
 def test_report_has_every_item_filled_or_open(evaluated_run, tmp_path):
@@ -49,7 +83,7 @@ def test_report_has_every_item_filled_or_open(evaluated_run, tmp_path):
     sections = re.split(r"\n### ", md)
     assert all(OPEN in s or len(s.split("\n", 1)[1].strip()) > 0 for s in sections[1:])
     assert md.index("## Open items") > md.index("### 27c.")
-    for item in ("17 Ethical approval", "19 PPI", "1 Title"):
+    for item in ("17 Ethical approval", "19 Patient and public involvement", "1 Title"):
         assert f"- {item}" in md
     # filled from the run's records
     assert "Dice" in md and "arterial" in md  # 9c annotation agreement

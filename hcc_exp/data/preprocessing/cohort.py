@@ -35,6 +35,7 @@ from hcc_exp.data.cache import (
     PATIENTS_DIR,
     CacheBuild,
     PreprocessedCohort,
+    publish_cache_folder,
     write_current,
     write_labels,
     write_manifest,
@@ -209,13 +210,8 @@ def _build(
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        # Another run completed the same key meanwhile: keep its copy.
-        if not (final / MANIFEST).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Another run completed the same key meanwhile: keep its copy (the cache's never-replace rule).
+    publish_cache_folder(tmp, final)
 
 
 def _remove_abandoned_tmp(cache_root: Path, key: str) -> None:
