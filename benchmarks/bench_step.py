@@ -48,10 +48,9 @@ from benchmarks.common import (
     Target,
     base_parser,
     interleaved,
-    print_result,
     ratio,
+    report_result,
     setup_process,
-    write_result,
 )
 
 NAME = "step"
@@ -324,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "column sums of the full-resolution map) and the online and momentum networks share one prepared "
         "batch (masked CT, byte regions, pooling weights).",
     ]
-    payload = write_result(
+    return report_result(
         NAME,
         title="Training step",
         compares="default step vs the fd7cd16 step (and bf16-mixed, MONAI DenseNet121)",
@@ -350,8 +349,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         started=started,
     )
-    print_result(payload)
-    return payload
 
 
 if __name__ == "__main__":
