@@ -16,7 +16,6 @@ import yaml
 from rich.console import Console
 from scipy import ndimage
 
-from hcc_exp.data import importer
 from hcc_exp.data.contract import COHORT_CSV, IMAGES_DIR, REQUIRED_COLUMNS
 from hcc_exp.data.importer import ImportMapping, MaskNames, import_cohort
 from hcc_exp.data.io import read_volume, write_nifti
@@ -374,21 +373,6 @@ def test_import_from_xlsx_with_yaml_mapping_and_folder_column(nifti_src: Path, t
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(dst / IMAGES_DIR / "102" / "arterial.nii.gz")))
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(dst / IMAGES_DIR / "103" / "arterial.nii.gz")))
     assert np.all(b.astype(int) - a == 5)
-
-
-def test_docstring_yaml_example_is_a_valid_mapping(tmp_path: Path):
-    doc = importer.__doc__
-    block = doc.split("columns are called::\n\n", 1)[1].split("\n\nA required column", 1)[0]
-    example = "\n".join(line[4:] for line in block.splitlines())
-    path = tmp_path / "mapping.yaml"
-    path.write_text(example)
-    mapping = ImportMapping.from_yaml(path)
-    assert mapping.columns["os_time_days"] == "OS_days"
-    assert mapping.values["os_event"] == {"yes": 1, "no": 0}
-    assert {p: s.folder for p, s in mapping.phases.items()} == PHASE_STEMS
-    assert mapping.masks.stem("tumour", "arterial", "ART") == "ART_tumour"
-    assert mapping.masks.per_phase("tumour") and not mapping.masks.per_phase("liver")
-    assert mapping.folder_column == "Folder" and mapping.drop_columns == ["Name", "DOB"]
 
 
 @pytest.mark.parametrize(

@@ -129,8 +129,9 @@ class _PatientImport:
         self.out.mkdir(parents=True, exist_ok=True)
         for phase, path in self.located.images.items():
             if path.is_dir():
+                source = self.mapping.phases[phase]
                 image, self.series[phase] = read_series(
-                    path, self.mapping.phases[phase].choice, patient_id=self.patient_id
+                    path, source.choice, patient_id=self.patient_id, resample=source.resample
                 )
             else:
                 image = replace_padding(strip_metadata(read_volume(path, patient_id=self.patient_id)))

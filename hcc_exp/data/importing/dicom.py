@@ -12,7 +12,10 @@ slice headers before any pixel is read:
   slice, a zero step a duplicate, anything else uneven spacing.
 
 Each refusal is a named :class:`~hcc_exp.errors.DicomSeriesError` naming the patient, the series
-(by folder, SeriesNumber and description) and a file. Pixels are read by SimpleITK (rescale slope
+(by folder, SeriesNumber and description) and a file. With ``resample=True`` (the mapping's
+``phases: {<phase>: {folder: ..., resample: true}}``) gantry tilt and uneven spacing are not
+refused: the slices are resampled onto a uniform grid (:func:`resample_to_uniform`). A missing
+or duplicate slice is refused either way (resampling would invent the missing anatomy). Pixels are read by SimpleITK (rescale slope
 / intercept applied per slice), in the order computed here; HU below :data:`PADDING_BELOW_HU`
 (the -2048 / -3024 padding outside the scanner's field of view) become :data:`AIR_HU`, so
 padding never counts as tissue nor enters intensity statistics as anything but air.
@@ -204,8 +207,13 @@ def _listing(folder: Path, series: list[SeriesHeader]) -> str:
     return "; ".join(h.label(folder) for h in series)
 
 
-def check_series(folder: Path, header: SeriesHeader, patient_id: str | None) -> tuple[list[_Slice], float]:
-    """The slices in stack order and the slice step (mm), after every check of the module docstring.
+def check_series(
+    folder: Path, header: SeriesHeader, patient_id: str | None, *, allow_resample: bool = False
+) -> tuple[list[_Slice], float, bool]:
+    """The slices in stack order, the slice step (mm), and whether the stack needs resampling.
+
+    With ``allow_resample`` a gantry tilt (tag or sideways drift) and uneven spacing are
+    reported as ``needs_resampling`` instead of refused; the slice step is then the median step.
 
     Raises:
         NonCTModalityError, LocalizerSeriesError, GantryTiltError, DuplicateSliceError,
@@ -225,7 +233,7 @@ def check_series(folder: Path, header: SeriesHeader, patient_id: str | None) -> 
             raise error(
                 UnreadableVolumeError, "slice has no ImagePositionPatient / ImageOrientationPatient", s.path
             )
-        if abs(s.tilt_deg) > 1e-3:
+        if abs(s.tilt_deg) > 1e-3 and not allow_resample:  # else the positions say where slices are
             raise error(GantryTiltError, f"gantry tilt {s.tilt_deg:g} degrees: the stack is sheared", s.path)
     if len(header.slices) < 2:
         raise error(UnreadableVolumeError, "a single slice, not a volume", header.slices[0].path)
@@ -239,6 +247,7 @@ def check_series(folder: Path, header: SeriesHeader, patient_id: str | None) -> 
     slices = [header.slices[i] for i in order]
     along = along[order]
     steps = np.diff(along)
+    needs_resampling = False
     for k, step in enumerate(steps):
         if step < SLICE_TOLERANCE_MM:
             raise error(
@@ -248,7 +257,9 @@ def check_series(folder: Path, header: SeriesHeader, patient_id: str | None) -> 
                 slices[k + 1].path,
             )
         sideways = slices[k + 1].position - slices[k].position - step * normal
-        if np.linalg.norm(sideways) > SLICE_TOLERANCE_MM:
+        if np.linalg.norm(sideways) > SLICE_TOLERANCE_MM and allow_resample:
+            needs_resampling = True
+        elif np.linalg.norm(sideways) > SLICE_TOLERANCE_MM:
             angle = np.degrees(np.arctan2(np.linalg.norm(sideways), step))
             raise error(
                 GantryTiltError,
@@ -268,19 +279,29 @@ def check_series(folder: Path, header: SeriesHeader, patient_id: str | None) -> 
                 f"(gap {step:.3f} mm, slice step {spacing:.3f} mm)",
                 slices[k + 1].path,
             )
+        if allow_resample:
+            needs_resampling = True
+            continue
         raise error(
             SliceSpacingError,
             f"uneven slice spacing: {step:.3f} mm between {slices[k].path.name} and "
             f"{slices[k + 1].path.name}, {spacing:.3f} mm elsewhere",
             slices[k + 1].path,
         )
-    return slices, spacing
+    return slices, spacing, needs_resampling
 
 
 def read_series(
-    folder: Path | str, choice: SeriesChoice | None = None, *, patient_id: str | None = None
+    folder: Path | str,
+    choice: SeriesChoice | None = None,
+    *,
+    patient_id: str | None = None,
+    resample: bool = False,
 ) -> tuple[sitk.Image, SeriesHeader]:
     """Read the chosen, checked series of ``folder`` as HU (int16 where the values fit).
+
+    ``resample``: a tilted or unevenly spaced series is resampled onto a uniform grid
+    (:func:`resample_to_uniform`) instead of refused.
 
     Returns:
         The volume (pixels and geometry only, no header dictionary) and the in-memory header.
@@ -290,7 +311,7 @@ def read_series(
     """
     folder = Path(folder)
     header = choose_series(folder, scan_folder(folder), choice or SeriesChoice(), patient_id)
-    slices, spacing = check_series(folder, header, patient_id)
+    slices, spacing, needs_resampling = check_series(folder, header, patient_id, allow_resample=resample)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in slices])
     reader.MetaDataDictionaryArrayUpdateOff()  # only pixel data and geometry leave this function
@@ -304,6 +325,10 @@ def read_series(
         ) from exc
     array = sitk.GetArrayFromImage(image)
     array[array < PADDING_BELOW_HU] = AIR_HU  # padding outside the field of view becomes air
+    in_plane = tuple(float(v) for v in image.GetSpacing()[:2])
+    del image
+    if needs_resampling:
+        return resample_to_uniform(array, slices, in_plane, spacing), header
     if array.dtype.kind in "iu" and array.max() <= np.iinfo(np.int16).max:
         array = array.astype(np.int16, copy=False)
     clean = sitk.GetImageFromArray(array)
@@ -311,9 +336,75 @@ def read_series(
     row, col = orientation[:3], orientation[3:]
     clean.SetDirection(tuple(np.column_stack([row, col, np.cross(row, col)]).ravel()))
     clean.SetOrigin(tuple(float(v) for v in slices[0].position))
-    in_plane = image.GetSpacing()[:2]
-    clean.SetSpacing((float(in_plane[0]), float(in_plane[1]), spacing))
+    clean.SetSpacing((*in_plane, spacing))
     return clean, header
+
+
+def resample_to_uniform(
+    array: np.ndarray, slices: list[_Slice], in_plane_mm: tuple[float, float], step_mm: float
+) -> sitk.Image:
+    """A tilted / unevenly spaced stack (slices sorted along the normal) on a uniform grid.
+
+    The slices are parallel planes (one orientation) at positions ``p_k``. In the frame of the
+    row, column and normal directions ``(r, c, n)``, slice ``k`` lies at ``t_k = p_k . n`` and
+    is shifted in-plane by ``(p_k . r, p_k . c)``; a tilted stack drifts sideways, an uneven one
+    has unequal ``t_k`` steps. The output grid has the direction ``(r, c, n)``, the series'
+    in-plane spacing, ``step_mm`` along ``n``, slices at ``t_0, t_0 + step, ...`` up to the last
+    slice, and covers every slice's in-plane extent (origin at the smallest offsets). A voxel at
+    ``(u, v, t)`` is linear in-plane in the two slices around ``t``, then linear between them
+    (along the normal, physically). Voxels outside a slice's field of view are air.
+
+    Args:
+        array: (slices, rows, columns) HU in the order of ``slices`` (padding already air).
+        slices: the checked slices, sorted along the normal.
+        in_plane_mm: (column, row) spacing, i.e. SimpleITK's x and y spacing.
+        step_mm: the output slice step (the series' median step).
+
+    Returns:
+        An int16 image (HU rounded) with the uniform geometry.
+    """
+    from scipy import ndimage
+
+    orientation = slices[0].orientation
+    row, col = orientation[:3], orientation[3:]
+    normal = np.cross(row, col)
+    positions = np.array([s.position for s in slices])
+    along = positions @ normal
+    offset_u, offset_v = positions @ row, positions @ col  # mm, in-plane shift of each slice
+    dx, dy = in_plane_mm
+    n_slices, rows, columns = array.shape
+    u0, v0 = float(offset_u.min()), float(offset_v.min())
+    size_x = int(np.ceil(round((offset_u.max() - u0) / dx, 6))) + columns
+    size_y = int(np.ceil(round((offset_v.max() - v0) / dy, 6))) + rows
+    size_z = int(np.floor((along[-1] - along[0]) / step_mm + 1e-6)) + 1
+
+    def on_common_plane(k: int) -> np.ndarray:
+        """Slice ``k`` linearly resampled onto the output's in-plane grid (air outside it)."""
+        shift = ((offset_v[k] - v0) / dy, (offset_u[k] - u0) / dx)  # (row, column) voxels
+        plane = np.full((size_y, size_x), float(AIR_HU), dtype=np.float32)
+        plane[:rows, :columns] = array[k]
+        if abs(shift[0]) < 1e-9 and abs(shift[1]) < 1e-9:
+            return plane
+        out = ndimage.shift(plane, shift, order=1, mode="constant", cval=float(AIR_HU))
+        return out
+
+    out = np.empty((size_z, size_y, size_x), dtype=np.int16)
+    cache: dict[int, np.ndarray] = {}
+    for j in range(size_z):
+        t = along[0] + j * step_mm
+        k = min(int(np.searchsorted(along, t, side="right")) - 1, n_slices - 2)
+        w = float(np.clip((t - along[k]) / (along[k + 1] - along[k]), 0.0, 1.0))
+        for key in list(cache):
+            if key < k:
+                del cache[key]  # slices behind the sweep are not needed again
+        lower = cache.setdefault(k, on_common_plane(k))
+        value = lower if w < 1e-9 else (1 - w) * lower + w * cache.setdefault(k + 1, on_common_plane(k + 1))
+        out[j] = np.rint(value).astype(np.int16)
+    image = sitk.GetImageFromArray(out)
+    image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
+    image.SetOrigin(tuple(float(v) for v in u0 * row + v0 * col + along[0] * normal))
+    image.SetSpacing((dx, dy, float(step_mm)))
+    return image
 
 
 def replace_padding(image: sitk.Image) -> sitk.Image:

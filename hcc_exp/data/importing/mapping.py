@@ -1,6 +1,7 @@
 """The YAML mapping of ``hcc-exp import``: which raw file is which, and what the clinical columns are called.
 
-::
+This docstring holds the one written example of the format (``tests/data/importing/test_mapping.py``
+loads it and checks every key below)::
 
     clinical: clinical.xlsx            # CSV, TSV or XLSX, relative to SRC (or absolute)
     sheet: 0                           # XLSX only: sheet name or index (default 0)
@@ -24,9 +25,9 @@
       sex: {"male": "M", "female": "F"}
       os_event: {"yes": 1, "no": 0}    # quote words: YAML reads bare yes/no as booleans
     phases:                            # our phase -> file / folder stem in each patient folder
-      arterial: "ART"                  #   ART/ (a DICOM series) or ART.nii.gz / ART.nii / ART.nrrd ...
-      portal: "PV"
-      delayed: {folder: "CT", series_description: "*delayed*"}   # one of several series in CT/
+      arterial: "ART"                  #   ART/ (a DICOM series) or ART.nii.gz / .nii / .nrrd / .mha
+      portal: {folder: "CT", series_description: "*portal*"}   # one of several series in CT/
+      delayed: {folder: "DEL", resample: true}   # uneven slices / gantry tilt: resampled, not refused
     masks:                             # file stems (any supported extension) or file names
       tumour: "{phase}_tumour"         # {phase}: the phase's stem above (ART), {name}: ours (arterial)
       liver: "liver"                   # no placeholder: one liver mask shared by the phases
@@ -34,7 +35,8 @@
                                        #   default: the folder is named by the patient's raw ID
     drop_columns: ["Name", "DOB"]      # optional: their columns not to copy into cohort.csv
 
-A mask may also be a mapping (:class:`MaskSpec`)::
+A phase may also name a series by ``series_uid: "1.2.840..."``. A mask may also be a mapping
+(:class:`MaskSpec`)::
 
     masks:
       liver:  {file: "seg", labels: [1, 2]}             # a label map: liver = labels 1 and 2
@@ -45,7 +47,10 @@ A mask may also be a mapping (:class:`MaskSpec`)::
     registration: {bspline: false, min_correlation: 0.6}   # RegistrationSettings
 
 A required column (``contract.REQUIRED_COLUMNS``) missing from ``columns`` is looked up in the
-table under its own name.
+table under its own name. Their other columns are copied to ``cohort.csv`` under their own
+names (except ``drop_columns``, the ``folder_column``, and a name that clashes with one of
+ours). A mask template without placeholder is one file used for every phase (``liver`` then
+becomes ``liver.nii.gz``, ``tumour`` is copied to each ``<phase>_tumour.nii.gz``).
 """
 
 from __future__ import annotations
@@ -93,13 +98,23 @@ def _check_template(v: str) -> str:
 
 
 class PhaseSource(BaseModel):
-    """Where one phase's CT is: a DICOM folder (optionally one of several series) or a volume file stem."""
+    """Where one phase's CT is: a DICOM folder (optionally one of several series) or a volume file stem.
+
+    Attributes:
+        folder: the folder (DICOM) or file stem in the patient folder.
+        series_description: a ``SeriesDescription`` glob choosing one of several series.
+        series_uid: a ``SeriesInstanceUID`` choosing one of several series.
+        resample: a DICOM series with gantry tilt or uneven slice spacing is resampled onto a
+            uniform grid (:func:`hcc_exp.data.importing.dicom.resample_to_uniform`) instead of
+            refused; missing or duplicate slices are refused either way.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     folder: str
     series_description: str | None = None
     series_uid: str | None = None
+    resample: bool = False
 
     @field_validator("folder")
     @classmethod

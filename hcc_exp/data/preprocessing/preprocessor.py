@@ -40,7 +40,8 @@ from hcc_exp.data.preprocessing.intensity import apply_window, clip_levels
 from hcc_exp.data.preprocessing.regions import by_region, margin_band_array
 from hcc_exp.data.preprocessing.resampling import (
     Grid,
-    antialias,
+    antialias_array,
+    antialias_sigmas_mm,
     resample_onto,
     resample_to_grid,
     spacing_grid,
@@ -76,6 +77,12 @@ def preprocess_patient(
     ``cfg.clip_within_liver``) before resampling, so they do not depend on the
     partial-volume voxels that interpolation creates at the liver's edge.
 
+    Memory: one phase at a time. Its CT is read when it is processed (the reference phase
+    first, for the grid) and dropped after; only a liver mask shared by the phases is kept.
+    With anti-aliasing the peak is two float32 copies of one phase (filtered in place, the
+    int16 voxels freed first): about 1.3 GB above the interpreter for a 512 x 512 x 400 patient
+    (``benchmarks/bench_real_preprocess.py``).
+
     Args:
         files: the patient's resolved files.
         cfg: the preprocessing recipe.
@@ -96,25 +103,31 @@ def preprocess_patient(
     if not phases:
         raise PatientPreprocessError(pid, "no phase to preprocess")
     reference_phase = REFERENCE_PHASE if REFERENCE_PHASE in phases else phases[0]
-    volumes: dict[Path, sitk.Image] = {}
+    tables = {"image": files.images, "tumour": files.tumour_masks, "liver": files.liver_masks}
+    for phase in phases:  # every file named first: a missing one fails before any work
+        for kind, table in tables.items():
+            if table.get(phase) is None:
+                raise PatientPreprocessError(
+                    pid, f"missing {kind} for phase {phase}: expected {files.expected_name(kind, phase)}"
+                )
+    shared: dict[Path, sitk.Image] = {}  # a liver mask shared by the phases is read once
 
     def load(kind: str, phase: str) -> sitk.Image:
-        table = {"image": files.images, "tumour": files.tumour_masks, "liver": files.liver_masks}[kind]
-        path = table.get(phase)
-        if path is None:
-            raise PatientPreprocessError(pid, f"missing {kind} for phase {phase}: expected {files.expected_name(kind, phase)}")
-        if path not in volumes:  # a liver mask shared by the phases is read once
-            try:
-                volumes[path] = read_volume(path, patient_id=pid)
-            except CohortError as exc:
-                raise PatientPreprocessError(pid, f"{exc.message}: {path}") from exc
-        return volumes[path]
+        # One phase in memory at a time (a 512 x 512 x 400 CT is 200 MB as int16, 800 MB as
+        # float32): CTs and per-phase masks are read when their phase is processed, then dropped.
+        path = tables[kind][phase]
+        if path in shared:
+            return shared[path]
+        try:
+            volume = read_volume(path, patient_id=pid)
+        except CohortError as exc:
+            raise PatientPreprocessError(pid, f"{exc.message}: {path}") from exc
+        if kind == "liver" and sum(tables["liver"][q] == path for q in phases) > 1:
+            shared[path] = volume
+        return volume
 
-    for phase in phases:  # read everything first: a missing file fails before any work
-        for kind in ("image", "tumour", "liver"):
-            load(kind, phase)
-
-    grid = spacing_grid(load("image", reference_phase), cfg.spacing_mm)
+    reference_ct = load("image", reference_phase)
+    grid = spacing_grid(reference_ct, cfg.spacing_mm)
     spacing_zyx = tuple(float(s) for s in cfg.spacing_mm)
     whole = (np.zeros(3, dtype=int), np.asarray(grid.size_zyx))
 
@@ -127,6 +140,7 @@ def preprocess_patient(
     if not ref_mask.any():
         raise PatientPreprocessError(pid, f"the {reference_phase} tumour mask is empty on the resampled grid")
     centroid = mask_centroid_vox(ref_mask) + ref_region[0]
+    del ref_mask
     start = np.asarray(crop_start(centroid, cfg.crop_size_vox))
     box = (start, start + np.asarray(cfg.crop_size_vox))
     inner = intersect_boxes(box, whole)  # the part of the box inside the reference grid
@@ -140,44 +154,59 @@ def preprocess_patient(
     source: dict[str, Any] = {}
     levels: dict[str, list[float]] = {}
     counts: dict[str, dict[str, Any]] = {}
-    for p, phase in enumerate(phases):
-        ct, tumour_img, liver_img = (load(kind, phase) for kind in ("image", "tumour", "liver"))
+    preloaded = {reference_phase: (reference_ct, ref_tumour)}
+    del reference_ct, ref_tumour
+    # The reference phase first (its CT is already read), the others after; channels keep ``phases``' order.
+    for phase in sorted(phases, key=lambda q: q != reference_phase):
+        p = phases.index(phase)
+        ct, tumour_img = preloaded.pop(phase, None) or (load("image", phase), load("tumour", phase))
+        liver_img = load("liver", phase)
 
         # Masks: the box plus the whole tumour with a background rim, which is all the
         # margin depends on (margin_band_array extends a background edge as background).
         work = union_boxes(inner, _mask_reach(tumour_img, grid))
         tumour = _mask_on_grid(tumour_img, grid, work)
         liver = _mask_on_grid(liver_img, grid, work)
+        del tumour_img
         margin = margin_band_array(tumour, spacing_zyx, cfg.margin_mm) & liver
         in_work = tuple(slice(int(a - w), int(b - w)) for a, b, w in zip(*inner, work[0], strict=True))
         for r, region_mask in enumerate(by_region(liver=liver, margin=margin, tumour=tumour)):
             masks[(p, r, *into_box)] = region_mask[in_work]
+        full_tumour = int(tumour.sum())
+        del tumour, liver, margin
 
         # CT: the box only; clip levels from the phase's own (anti-aliased) voxels.
+        source[phase] = {
+            "size_zyx": list(reversed(ct.GetSize())),
+            "spacing_zyx_mm": [round(float(s), 6) for s in reversed(ct.GetSpacing())],
+        }
         if cfg.antialias:
-            ct = antialias(ct, tuple(reversed(spacing_zyx)))
+            held = [ct]
+            del ct  # _antialiased takes the only reference and frees the int16 voxels early
+            ct = _antialiased(held, tuple(reversed(spacing_zyx)))
         native = sitk.GetArrayViewFromImage(ct)
         reference_mask = None
         if cfg.clip_within_liver:
             reference_mask = _liver_on_ct_grid(liver_img, ct)
             if not reference_mask.any():
                 raise PatientPreprocessError(pid, f"liver mask of phase {phase} is empty")
+        del liver_img
         low, high = clip_levels(native, *cfg.clip_percentiles, reference_mask=reference_mask)
+        del reference_mask
         inner_grid = grid.region(*inner)
         ct_box = resample_to_grid(ct, inner_grid, cfg.image_interpolator, default_value=float(native.min()))
+        del native, ct
         image[(p, *into_box)] = apply_window(sitk.GetArrayFromImage(ct_box), low, high)
 
-        full_tumour = int(tumour.sum())
         counts[phase] = {region: int(masks[p, r].sum()) for r, region in enumerate(REGIONS)}
         counts[phase]["tumour_fraction_in_crop"] = (
             round(counts[phase]["tumour"] / full_tumour, 4) if full_tumour else None
         )
-        source[phase] = {
-            "size_zyx": list(reversed(ct.GetSize())),
-            "spacing_zyx_mm": [round(float(s), 6) for s in reversed(ct.GetSpacing())],
-        }
         levels[phase] = [round(float(low), 3), round(float(high), 3)]
 
+    source = {phase: source[phase] for phase in phases}  # JSON key order: the channel order
+    counts = {phase: counts[phase] for phase in phases}
+    levels = {phase: levels[phase] for phase in phases}
     info = {
         "patient_id": pid,
         "reference_phase": reference_phase,
@@ -216,6 +245,29 @@ def _mask_on_grid(mask: sitk.Image, grid: Grid, region: Box) -> np.ndarray:
     """Boolean (z, y, x) array of ``mask`` resampled (nearest neighbour) onto ``grid``'s ``region``."""
     resampled = resample_to_grid(mask, grid.region(*region), "nearest", 0)
     return sitk.GetArrayFromImage(resampled) > 0
+
+
+def _antialiased(held: list[sitk.Image], target_spacing_xyz_mm: tuple[float, ...]) -> sitk.Image:
+    """:func:`~hcc_exp.data.preprocessing.resampling.antialias` of the CT in ``held`` (its only
+    reference, taken out): the input's voxels are freed before the filtered copy is made and the
+    filter runs in place, so two float32 volumes are the peak (not two plus the input)."""
+    ct = held.pop()
+    if not any(antialias_sigmas_mm(ct.GetSpacing(), target_spacing_xyz_mm)):
+        return ct
+    array = sitk.GetArrayViewFromImage(ct).astype(np.float32)
+    geometry = sitk.Image([1] * ct.GetDimension(), sitk.sitkUInt8)
+    geometry.SetOrigin(ct.GetOrigin())
+    geometry.SetSpacing(ct.GetSpacing())
+    geometry.SetDirection(ct.GetDirection())
+    spacing = ct.GetSpacing()
+    del ct
+    antialias_array(array, spacing, target_spacing_xyz_mm)
+    out = sitk.GetImageFromArray(array)
+    del array
+    out.SetOrigin(geometry.GetOrigin())
+    out.SetSpacing(geometry.GetSpacing())
+    out.SetDirection(geometry.GetDirection())
+    return out
 
 
 def _liver_on_ct_grid(liver: sitk.Image, ct: sitk.Image) -> np.ndarray:

@@ -228,12 +228,30 @@ def antialias(image: sitk.Image, target_spacing_xyz_mm: Sequence[float]) -> sitk
     sigmas_mm = antialias_sigmas_mm(image.GetSpacing(), target_spacing_xyz_mm)
     if not any(sigmas_mm):
         return image
-    sigma_zyx_vox = [
-        s / float(d) for s, d in zip(reversed(sigmas_mm), reversed(image.GetSpacing()), strict=True)
-    ]
-    smooth = gaussian_filter(
-        sitk.GetArrayViewFromImage(image).astype(np.float32), sigma_zyx_vox, mode="nearest"
-    )
+    smooth = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    antialias_array(smooth, image.GetSpacing(), target_spacing_xyz_mm)
     out = sitk.GetImageFromArray(smooth)
     out.CopyInformation(image)
     return out
+
+
+def antialias_array(
+    array_zyx: np.ndarray, spacing_xyz_mm: Sequence[float], target_spacing_xyz_mm: Sequence[float]
+) -> np.ndarray:
+    """:func:`antialias` on a float32 (z, y, x) array, in place (no second volume in memory).
+
+    ``scipy.ndimage.gaussian_filter`` filters one axis after the other through line buffers,
+    writing into its input from the second axis on anyway, so the in-place result is the same.
+
+    Returns:
+        ``array_zyx`` itself (filtered).
+    """
+    if array_zyx.dtype != np.float32:
+        raise PreprocessError(f"antialias_array needs a float32 array, not {array_zyx.dtype}")
+    sigmas_mm = antialias_sigmas_mm(spacing_xyz_mm, target_spacing_xyz_mm)
+    if any(sigmas_mm):
+        sigma_zyx_vox = [
+            s / float(d) for s, d in zip(reversed(sigmas_mm), reversed(tuple(spacing_xyz_mm)), strict=True)
+        ]
+        gaussian_filter(array_zyx, sigma_zyx_vox, output=array_zyx, mode="nearest")
+    return array_zyx

@@ -259,3 +259,136 @@ def test_each_dicom_refusal_fails_the_import_by_name_and_leaves_dst_as_it_was(
     assert problem.patient_id == "HCC-301" and str(folder / "CT") in problem.path
     assert "series CT/" in str(problem) or error in (AmbiguousSeriesError, SeriesNotFoundError)
     _assert_as_it_was(dst, before)
+
+
+# --------------------------------------------------------------------------- resampled when the mapping allows
+DX = 0.9765625  # the real series' PixelSpacing (mm)
+
+
+def _drift_y(ds, k):  # positions drift in y by 0.42 mm per 2 mm step: an 11.86 degree shear
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y + 0.42 * k, z]
+    return ds
+
+
+def _original_hu(folder: Path) -> np.ndarray:
+    """The real slices (sorted by z) in HU by pydicom's own modality LUT, padding as air."""
+    raw = np.stack([apply_modality_lut(ds.pixel_array, ds) for ds in map(pydicom.dcmread, slice_files(folder))])
+    return np.maximum(raw, AIR_HU)
+
+
+def test_uneven_spacing_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path: Path):
+    def shift(ds, k):  # slices 12.. 0.7 mm higher: slice z = 2k (k < 12), 2k + 0.7 (k >= 12)
+        if k >= 12:
+            ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.7]
+        return ds
+
+    copy_series(real_dicom_dir, tmp_path / "PV", shift)
+    with pytest.raises(SliceSpacingError):
+        read_series(tmp_path / "PV", patient_id="P3")
+    image, _ = read_series(tmp_path / "PV", patient_id="P3", resample=True)
+    first = pydicom.dcmread(slice_files(tmp_path / "PV")[0])
+    # by hand: the median step is 2 mm; 0 .. 38.7 mm of slices -> floor(38.7 / 2) + 1 = 20 slices at 0, 2, .., 38 mm
+    assert image.GetSize() == (512, 512, 20)
+    assert image.GetSpacing() == pytest.approx((DX, DX, 2.0))
+    assert image.GetOrigin() == pytest.approx([float(v) for v in first.ImagePositionPatient])
+    assert image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    out, src = sitk.GetArrayFromImage(image).astype(float), _original_hu(real_dicom_dir)
+    np.testing.assert_array_equal(out[:12], src[:12])  # 0 .. 22 mm: the slices themselves
+    # 24 mm lies between slice 11 (22 mm) and slice 12 (24.7 mm): weights 0.7 / 2.7 and 2 / 2.7
+    np.testing.assert_allclose(out[12], (0.7 / 2.7) * src[11] + (2.0 / 2.7) * src[12], atol=0.5)
+    # 38 mm: between slice 18 (36.7 mm) and slice 19 (38.7 mm): weights 0.35 and 0.65
+    np.testing.assert_allclose(out[19], 0.35 * src[18] + 0.65 * src[19], atol=0.5)
+
+
+def test_a_sheared_stack_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path: Path):
+    copy_series(real_dicom_dir, tmp_path / "PV", _drift_y)
+    with pytest.raises(GantryTiltError):
+        read_series(tmp_path / "PV", patient_id="P4")
+    image, _ = read_series(tmp_path / "PV", patient_id="P4", resample=True)
+    first = pydicom.dcmread(slice_files(tmp_path / "PV")[0])
+    # by hand: every slice keeps its 512 columns; rows cover 0.42 * 19 = 7.98 mm more: 512 + ceil(7.98 / DX) = 521
+    assert image.GetSize() == (512, 521, 20)
+    assert image.GetSpacing() == pytest.approx((DX, DX, 2.0))
+    assert image.GetOrigin() == pytest.approx([float(v) for v in first.ImagePositionPatient])
+    assert image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    out, src = sitk.GetArrayFromImage(image).astype(float), _original_hu(real_dicom_dir)
+    np.testing.assert_array_equal(out[0, :512], src[0])
+    assert (out[0, 512:] == AIR_HU).all()  # beyond slice 0's field of view
+    # slice 5 starts 2.1 mm further in y: output row j shows its row j - f, f = 2.1 / DX = 2.1504
+    f = 2.1 / DX
+    lower, frac = int(np.floor(f)), f - np.floor(f)  # row j - f = (j - 3) + (1 - frac)
+    rows = np.arange(3, 512)
+    expected = frac * src[5][rows - lower - 1] + (1 - frac) * src[5][rows - lower]
+    np.testing.assert_allclose(out[5, rows], expected, atol=0.5)
+    assert (out[5, :2] == AIR_HU).all()  # before slice 5's first row
+
+
+def test_a_tilt_tag_with_consistent_positions_reads_as_is_when_allowed(real_dicom_dir: Path, tmp_path: Path):
+    def tag(ds, k):
+        ds.GantryDetectorTilt = 12.0
+        return ds
+
+    copy_series(real_dicom_dir, tmp_path / "PV", tag)
+    image, _ = read_series(tmp_path / "PV", patient_id="P4", resample=True)  # the positions place the slices
+    plain = read_volume(real_dicom_dir)
+    assert image.GetSize() == plain.GetSize() and image.GetOrigin() == pytest.approx(plain.GetOrigin())
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(plain))
+
+
+def test_resample_still_refuses_a_missing_slice(real_dicom_dir: Path, tmp_path: Path):
+    copy_series(real_dicom_dir, tmp_path / "PV", lambda ds, k: None if k == 10 else ds)
+    with pytest.raises(MissingSliceError):
+        read_series(tmp_path / "PV", patient_id="P1", resample=True)
+
+
+def test_a_sheared_phase_imports_with_resample_and_is_refused_without(
+    real_dicom_dir: Path, tmp_path: Path
+):
+    """Three phases: the real series sheared (simulated tilt) as DICOM; masks on the hand-derived grid."""
+    from hcc_exp.data.contract import IMAGES_DIR
+    from hcc_exp.data.importer import import_cohort
+    from hcc_exp.data.io import write_nifti
+    from hcc_exp.errors import CohortValidationError
+    from tests.data.importing.test_masks import _assert_as_it_was, _existing_cohort
+    from tests.data.test_importer import _clinical_rows, _mapping
+    from tests.factories import sphere
+
+    src = tmp_path / "raw"
+    ids = ["HCC-401", "HCC-402", "HCC-403"]
+    first = pydicom.dcmread(slice_files(real_dicom_dir)[0])
+    grid = sitk.Image(512, 521, 20, sitk.sitkUInt8)  # by hand, as in the test above
+    grid.SetSpacing((DX, DX, 2.0))
+    grid.SetOrigin([float(v) for v in first.ImagePositionPatient])
+    for pid in ids:
+        copy_series(real_dicom_dir, src / pid / "CT", _drift_y)
+        liver = np.zeros((20, 521, 512), np.uint8)
+        liver[2:18, 180:340, 140:300] = 1
+        tumour = sphere(liver.shape, (10, 260, 220), radius_mm=10.0, spacing_zyx_mm=(2.0, DX, DX))
+        for name, array in (("liver", liver), ("tumour", tumour)):
+            mask = sitk.GetImageFromArray(array.astype(np.uint8))
+            mask.CopyInformation(grid)
+            write_nifti(mask, src / pid / f"{name}.nii.gz")
+    _clinical_rows(ids).to_csv(src / "clinical.csv", index=False)
+
+    def mapping(resample: bool):
+        source = {"folder": "CT", "resample": resample}
+        return _mapping(
+            phases=dict.fromkeys(("arterial", "portal", "delayed"), source),
+            masks={"tumour": "tumour", "liver": "liver"},
+        )
+
+    dst = tmp_path / "cohort"
+    before = _existing_cohort(dst)
+    with pytest.raises(CohortValidationError) as err:
+        import_cohort(src, dst, mapping(False), progress=False, overwrite=True)
+    assert {type(p) for p in err.value.problems} == {GantryTiltError}
+    assert sorted(p.patient_id for p in err.value.problems) == ids
+    assert all(str(src / p.patient_id / "CT") in p.path and "CT/" in str(p) for p in err.value.problems)
+    _assert_as_it_was(dst, before)
+
+    report = import_cohort(src, dst, mapping(True), progress=False, overwrite=True)
+    assert report.ok, [str(e) for e in report.errors]
+    out = sitk.ReadImage(str(dst / IMAGES_DIR / "HCC-402" / "arterial.nii.gz"))
+    assert out.GetSize() == grid.GetSize() and out.GetOrigin() == pytest.approx(grid.GetOrigin())
+    assert out.GetSpacing() == pytest.approx(grid.GetSpacing())

@@ -113,7 +113,6 @@ def _one_phase_mapping(**settings):
     )
 
 
-@pytest.mark.slow
 def test_import_carries_masks_to_every_phase_with_qc(scan, tmp_path: Path):
     src = _phase_src(tmp_path, scan, broken_delayed=False)
     dst = tmp_path / "cohort"
