@@ -70,14 +70,16 @@ def _working(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     )  # fmt: skip
 
 
-def _method(settings: RegistrationSettings) -> sitk.ImageRegistrationMethod:
+def _method(settings: RegistrationSettings, levels: int | None = None) -> sitk.ImageRegistrationMethod:
+    """Mattes MI with the settings' pyramid, or its finest ``levels`` levels."""
+    first = 0 if levels is None else max(0, len(settings.shrink_factors) - levels)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(settings.sampling, settings.seed)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel(settings.shrink_factors)
-    method.SetSmoothingSigmasPerLevel(settings.smoothing_sigmas_mm)
+    method.SetShrinkFactorsPerLevel(settings.shrink_factors[first:])
+    method.SetSmoothingSigmasPerLevel(settings.smoothing_sigmas_mm[first:])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     return method
 
@@ -116,8 +118,12 @@ def register(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSettin
             for n, s in zip(fixed_w.GetSize(), fixed_w.GetSpacing(), strict=True)
         ]
         bspline = sitk.BSplineTransformInitializer(fixed_w, mesh)
-        method = _method(settings)
-        method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=settings.iterations)
+        method = _method(settings, levels=settings.bspline_levels)
+        method.SetOptimizerAsLBFGSB(
+            gradientConvergenceTolerance=1e-5,
+            numberOfIterations=settings.bspline_iterations,
+            maximumNumberOfFunctionEvaluations=settings.bspline_evaluations,
+        )
         method.SetMovingInitialTransform(rigid)
         method.SetInitialTransform(bspline, inPlace=True)
         method.Execute(fixed_w, moving_w)
