@@ -277,6 +277,21 @@ def _original_hu(folder: Path) -> np.ndarray:
     return np.maximum(raw, AIR_HU)
 
 
+def _refused_then_resampled(real_dicom_dir: Path, series: Path, error: type[Exception]):
+    """Refused by ``error`` without ``resample``; with it: 2 mm slices, axis-aligned, origin at slice 0.
+
+    Returns ``(image, resampled HU array, original HU array)``.
+    """
+    with pytest.raises(error):
+        read_series(series, patient_id="P3")
+    image, _ = read_series(series, patient_id="P3", resample=True)
+    first = pydicom.dcmread(slice_files(series)[0])
+    assert image.GetSpacing() == pytest.approx((DX, DX, 2.0))
+    assert image.GetOrigin() == pytest.approx([float(v) for v in first.ImagePositionPatient])
+    assert image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    return image, sitk.GetArrayFromImage(image).astype(float), _original_hu(real_dicom_dir)
+
+
 def test_uneven_spacing_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path: Path):
     def shift(ds, k):  # slices 12.. 0.7 mm higher: slice z = 2k (k < 12), 2k + 0.7 (k >= 12)
         if k >= 12:
@@ -284,16 +299,9 @@ def test_uneven_spacing_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path
         return ds
 
     copy_series(real_dicom_dir, tmp_path / "PV", shift)
-    with pytest.raises(SliceSpacingError):
-        read_series(tmp_path / "PV", patient_id="P3")
-    image, _ = read_series(tmp_path / "PV", patient_id="P3", resample=True)
-    first = pydicom.dcmread(slice_files(tmp_path / "PV")[0])
+    image, out, src = _refused_then_resampled(real_dicom_dir, tmp_path / "PV", SliceSpacingError)
     # by hand: the median step is 2 mm; 0 .. 38.7 mm of slices -> floor(38.7 / 2) + 1 = 20 slices at 0, 2, .., 38 mm
     assert image.GetSize() == (512, 512, 20)
-    assert image.GetSpacing() == pytest.approx((DX, DX, 2.0))
-    assert image.GetOrigin() == pytest.approx([float(v) for v in first.ImagePositionPatient])
-    assert image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
-    out, src = sitk.GetArrayFromImage(image).astype(float), _original_hu(real_dicom_dir)
     np.testing.assert_array_equal(out[:12], src[:12])  # 0 .. 22 mm: the slices themselves
     # 24 mm lies between slice 11 (22 mm) and slice 12 (24.7 mm): weights 0.7 / 2.7 and 2 / 2.7
     np.testing.assert_allclose(out[12], (0.7 / 2.7) * src[11] + (2.0 / 2.7) * src[12], atol=0.5)
@@ -303,16 +311,9 @@ def test_uneven_spacing_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path
 
 def test_a_sheared_stack_is_resampled_when_allowed(real_dicom_dir: Path, tmp_path: Path):
     copy_series(real_dicom_dir, tmp_path / "PV", _drift_y)
-    with pytest.raises(GantryTiltError):
-        read_series(tmp_path / "PV", patient_id="P4")
-    image, _ = read_series(tmp_path / "PV", patient_id="P4", resample=True)
-    first = pydicom.dcmread(slice_files(tmp_path / "PV")[0])
+    image, out, src = _refused_then_resampled(real_dicom_dir, tmp_path / "PV", GantryTiltError)
     # by hand: every slice keeps its 512 columns; rows cover 0.42 * 19 = 7.98 mm more: 512 + ceil(7.98 / DX) = 521
     assert image.GetSize() == (512, 521, 20)
-    assert image.GetSpacing() == pytest.approx((DX, DX, 2.0))
-    assert image.GetOrigin() == pytest.approx([float(v) for v in first.ImagePositionPatient])
-    assert image.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
-    out, src = sitk.GetArrayFromImage(image).astype(float), _original_hu(real_dicom_dir)
     np.testing.assert_array_equal(out[0, :512], src[0])
     assert (out[0, 512:] == AIR_HU).all()  # beyond slice 0's field of view
     # slice 5 starts 2.1 mm further in y: output row j shows its row j - f, f = 2.1 / DX = 2.1504
