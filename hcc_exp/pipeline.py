@@ -2,8 +2,10 @@
 
 The stages themselves are declared in ``dvc.yaml`` (so ``dvc repro`` caches them and a
 second run does nothing); this module only makes sure the raw cohort exists (it is
-regenerated bit for bit from its seed and matches ``data.dvc``), runs ``dvc repro``,
-and prints where the results are.
+regenerated bit for bit from its seed and matches ``data.dvc``), runs ``dvc repro``, then
+the demo ablation sweep and its table (not DVC stages: a sweep folder holds wall times, W&B
+logs and journal timestamps, which must not reach ``dvc.lock``; re-running a complete sweep
+does nothing), and prints where the results are.
 """
 
 from __future__ import annotations
@@ -49,15 +51,30 @@ def dvc_executable() -> str:
     return found
 
 
+DEMO_SWEEP_SPEC = Path("sweeps/demo.yaml")
+"""The demo ablation (three arms, one seed, 3 epochs); it writes :data:`~hcc_exp.paths.DEMO_SWEEP_DIR`."""
+
+
+def _run(command: list[str], env: dict[str, str]) -> None:
+    completed = subprocess.run(command, check=False, env=env)
+    if completed.returncode != 0:
+        name = " ".join([Path(command[0]).name, *command[1:2]])
+        raise HccExpError(f"`{name}` failed with exit status {completed.returncode}")
+
+
 def run_demo(config_path: Path | None, console: Console) -> None:
     cfg = load_config(config_path)
     ensure_raw_cohort(Path(cfg.data.cohort_dir), cfg.synth.patients, cfg.synth.seed, console)
     console.rule("dvc repro")
     # The stages call `hcc-exp`: make the one beside this interpreter (the venv's) the first on PATH.
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    completed = subprocess.run([dvc_executable(), "repro"], check=False, env=env)
-    if completed.returncode != 0:
-        raise HccExpError(f"`dvc repro` failed with exit status {completed.returncode}")
+    _run([dvc_executable(), "repro"], env)
+    hcc_exp = str(Path(sys.executable).with_name("hcc-exp"))
+    if not Path(hcc_exp).is_file():
+        hcc_exp = shutil.which("hcc-exp") or hcc_exp
+    console.rule("demo ablation sweep")
+    _run([hcc_exp, "sweep", str(DEMO_SWEEP_SPEC)], env)
+    _run([hcc_exp, "table", str(DEMO_SWEEP_DIR), "--out", str(DEMO_TABLE_DIR)], env)
 
     from hcc_exp.reporting.console import render_evaluation
 
