@@ -225,6 +225,16 @@ def compare_outputs(batch: dict[str, Any], config_old, config_new) -> dict[str, 
     return out
 
 
+def step_inputs(preset: str, batch: int, crop: int) -> tuple[Any, Any, dict[str, Any]]:
+    """``(config_old, config_new, batch)``: the reference and fast formulations' configs and the collated batch."""
+    from hcc_exp.config import build_config
+
+    base = {"model.preset": preset, "trainer.batch_size": batch, "trainer.accelerator": "cpu"}
+    config_new = build_config({}, base)
+    config_old = build_config({}, {**base, "model.formulation": "reference"})
+    return config_old, config_new, make_batch(batch, crop)
+
+
 def _serve_steps(connection, variants: tuple[str, ...], retain: bool, args: dict[str, Any]) -> None:
     """Child process: build the steps, then run the variant named by each message and reply with its seconds."""
     setup_process(args["threads"])
@@ -232,12 +242,7 @@ def _serve_steps(connection, variants: tuple[str, ...], retain: bool, args: dict
         from hcc_exp.processes import retain_freed_memory
 
         retain_freed_memory()
-    from hcc_exp.config import build_config
-
-    base = {"model.preset": args["preset"], "trainer.batch_size": args["batch"], "trainer.accelerator": "cpu"}
-    config_new = build_config({}, base)
-    config_old = build_config({}, {**base, "model.formulation": "reference"})
-    batch = make_batch(args["batch"], args["crop"])
+    config_old, config_new, batch = step_inputs(args["preset"], args["batch"], args["crop"])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
         steps, info = build_steps(batch, config_old, config_new)
@@ -283,12 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     setup_process(args.threads)
 
-    from hcc_exp.config import build_config
-
-    base = {"model.preset": args.preset, "trainer.batch_size": args.batch, "trainer.accelerator": "cpu"}
-    config_new = build_config({}, base)
-    config_old = build_config({}, {**base, "model.formulation": "reference"})
-    batch = make_batch(args.batch, args.crop)
+    config_old, config_new, batch = step_inputs(args.preset, args.batch, args.crop)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
         equality = compare_outputs(batch, config_old, config_new)
